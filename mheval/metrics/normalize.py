@@ -1,0 +1,207 @@
+"""Text normalisation and edit counting for WER / CER.
+
+Both the reference and the ASR hypothesis go through `normalize` with the item's language, so every rule below
+is applied symmetrically; a rule only has to be consistent, not linguistically perfect. In order:
+
+1. Typographic apostrophes (’ ´ ʼ) to `'`, Unicode NFKC (fullwidth ASCII and digits, halfwidth katakana), and
+   combining marks re-attached to their base letter (NFKC turns a spacing dakuten ゛ into space + U+3099).
+2. Chinese script folding (zh, yue): traditional → simplified with OpenCC `t2s`. The simplified direction is the
+   many-to-one one (髮/發 → 发, 後/后 → 后), so two strings that differ only in script always meet, whereas `s2t`
+   has to guess among several traditional characters and can split a simplified pair apart. Whisper also writes
+   Mandarin mostly in simplified script. Japanese kanji are never folded (shinjitai are not simplified Chinese).
+3. Numbers: digits become words in the item's language, on both sides, so "50" and "fifty" meet. Grouping and
+   decimal separators follow the language (en 1,234.5; de 1.234,5; fr 1 234,5). num2words spells en, de, fr, ja
+   and ko; it has no Chinese, so zh and yue use cn2an, which also reads years digit by digit (1990年 → 一九九零年)
+   and `%` as 百分之. `%` becomes the language's word elsewhere. Not handled: ordinals (1st, 3.), currencies,
+   years spoken as pairs in English ("nineteen ninety" vs 1990 → "one thousand nine hundred and ninety"),
+   native Korean numerals (하나, 둘).
+4. Case folding with `str.casefold` (German ß → ss, so Swiss "Strasse" matches "Straße"); accents are kept.
+5. English only: a closed list of contractions expanded (don't → do not; `'s` only after pronouns and question
+   words, where it cannot be a possessive), hesitation fillers dropped (um, uh, hmm; Whisper omits them), a few
+   titles spelled out, and British spellings mapped to American with the table that ships with openai-whisper.
+   Whisper's full EnglishTextNormalizer is deliberately not used: it maps "oh" to "0", turns number words into
+   digits (the opposite direction of every other language here) and rewrites possessives ("Smith's" → "smith is").
+6. Punctuation and symbols (Unicode categories P* and S*, which cover ASCII and CJK/fullwidth punctuation such as
+   ，。！？、「」…) become spaces. Combining marks (M*) are never removed: they belong to the script (French and
+   German accents, Japanese dakuten); letters and modifier letters (Hangul jamo, the katakana ー) are kept too.
+   In English an apostrophe is deleted ("john's" → "johns"); elsewhere it separates words (French l'homme → l homme).
+7. Whitespace collapses; for character-level languages it is removed altogether.
+
+Scoring unit (from `mheval.languages`): characters for zh, yue and ja, which do not separate words, and words for
+en, de, fr and ko. Korean is scored by words because its orthography separates eojeol (a word with its particles)
+by spaces, as Whisper's own multilingual evaluation does. Known cost: Korean spacing admits variants (먹어 보다 /
+먹어보다) that sound identical but count as errors at word level.
+
+Empty reference: `error_counts` still returns counts (every hypothesis token is an insertion, reference_length 0),
+but `ErrorCounts.rate` raises, because an error rate over zero reference tokens is undefined; a suite item without
+spoken text is a suite error, not a score.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from importlib.metadata import version
+
+import cn2an
+import jiwer
+from num2words import num2words
+from opencc import OpenCC
+from whisper.normalizers.english import EnglishSpellingNormalizer
+
+from mheval.languages import language as language_info
+
+# Changes whenever normalisation behaviour changes; the libraries that spell numbers and fold scripts are part of it.
+NORMALIZER_VERSION = "1;" + ";".join(
+    f"{dist}={version(dist)}" for dist in ("num2words", "cn2an", "opencc-python-reimplemented", "openai-whisper")
+)
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    group_separator: str  # thousands separator, removed when followed by groups of exactly three digits
+    decimal_separator: str
+    percent_word: str | None  # None where the number library reads "%" itself
+
+
+NUMBER_FORMATS = {
+    "en": NumberFormat(",", ".", "percent"),
+    "de": NumberFormat(".", ",", "prozent"),
+    "fr": NumberFormat(" ", ",", "pour cent"),
+    "ja": NumberFormat(",", ".", "パーセント"),
+    "ko": NumberFormat(",", ".", "퍼센트"),
+    "zh": NumberFormat(",", ".", None),  # cn2an writes 50% as 百分之五十
+    "yue": NumberFormat(",", ".", None),
+}
+CHINESE_NUMERALS = {"zh", "yue"}
+
+ENGLISH_CONTRACTIONS = {
+    "won't": "will not", "can't": "can not", "cannot": "can not", "shan't": "shall not", "ain't": "is not",
+    "let's": "let us", "y'all": "you all",
+}
+ENGLISH_CONTRACTION_SUFFIXES = {"n't": " not", "'re": " are", "'ve": " have", "'ll": " will", "'m": " am", "'d": " would"}
+# `'s` is "is" only where it cannot be a possessive.
+ENGLISH_IS_HOSTS = {"it", "he", "she", "that", "what", "where", "who", "how", "there", "here", "this", "when", "why"}
+ENGLISH_FILLERS = {"um", "uh", "uhm", "umm", "hmm", "hm", "mm", "mmm", "mhm", "er", "erm"}
+ENGLISH_TITLES = {"mr": "mister", "mrs": "missus", "ms": "miss", "dr": "doctor", "prof": "professor"}
+
+APOSTROPHES = re.compile(r"[\u2018\u2019\u02bc\u2032`´]")
+SPACE_BEFORE_COMBINING_MARK = re.compile(r"\s+(?=[\u0300-\u036f\u3099\u309a])")
+WHITESPACE = re.compile(r"\s+")
+
+
+@cache
+def simplified_chinese() -> OpenCC:
+    return OpenCC("t2s")
+
+
+@cache
+def english_spelling() -> EnglishSpellingNormalizer:
+    return EnglishSpellingNormalizer()
+
+
+def canonical_numbers(text: str, fmt: NumberFormat) -> str:
+    """Drop thousands separators and write decimals with '.', so that a number is one `\\d+(\\.\\d+)?` match."""
+    group = re.escape(fmt.group_separator)
+    text = re.sub(rf"(?<!\d)\d{{1,3}}(?:{group}\d{{3}})+(?![\d])", lambda m: re.sub(group, "", m.group()), text)
+    if fmt.decimal_separator != ".":
+        text = re.sub(rf"(?<=\d){re.escape(fmt.decimal_separator)}(?=\d)", ".", text)
+    return text
+
+
+def spell_number(match: re.Match, lang: str) -> str:
+    try:
+        return f" {num2words(Decimal(match.group()), lang=lang)} "
+    except OverflowError:  # beyond num2words' range: read digit by digit
+        return " " + " ".join(num2words(int(digit), lang=lang) for digit in match.group() if digit.isdigit()) + " "
+
+
+def numbers_to_words(text: str, lang: str) -> str:
+    fmt = NUMBER_FORMATS[lang]
+    text = canonical_numbers(text, fmt)
+    if lang in CHINESE_NUMERALS:
+        return cn2an.transform(text, "an2cn")
+    text = re.sub(r"\d+(?:\.\d+)?", lambda m: spell_number(m, lang), text)
+    return text.replace("%", f" {fmt.percent_word} ")
+
+
+def expand_english_word(word: str) -> str:
+    if word in ENGLISH_CONTRACTIONS:
+        return ENGLISH_CONTRACTIONS[word]
+    if word.endswith("'s") and word[:-2] in ENGLISH_IS_HOSTS:
+        return word[:-2] + " is"
+    for suffix, expansion in ENGLISH_CONTRACTION_SUFFIXES.items():
+        if word.endswith(suffix) and len(word) > len(suffix):
+            return word[: -len(suffix)] + expansion
+    return word
+
+
+def english_words(text: str) -> str:
+    """Punctuation but apostrophes, contractions, then apostrophes, titles, fillers and spelling."""
+    text = " ".join(expand_english_word(word.strip("'")) for word in strip_punctuation(text, keep="'").split())
+    words = (ENGLISH_TITLES.get(word, word) for word in text.replace("'", "").split() if word not in ENGLISH_FILLERS)
+    return english_spelling()(" ".join(words))
+
+
+def strip_punctuation(text: str, keep: str = "") -> str:
+    return "".join(" " if unicodedata.category(char)[0] in "PS" and char not in keep else char for char in text)
+
+
+def normalize(text: str, language: str) -> str:
+    """Normalised text for scoring: words separated by single spaces, or bare characters at character level."""
+    lang = language_info(language)
+    text = unicodedata.normalize("NFKC", APOSTROPHES.sub("'", text))  # before NFKC, which splits ´ into space + accent
+    text = unicodedata.normalize("NFC", SPACE_BEFORE_COMBINING_MARK.sub("", text))
+    if lang.code in CHINESE_NUMERALS:
+        text = simplified_chinese().convert(text)
+    text = numbers_to_words(text, lang.code).casefold()
+    text = english_words(text) if lang.code == "en" else strip_punctuation(text)
+    text = WHITESPACE.sub(" ", text).strip()
+    return text.replace(" ", "") if lang.character_level else text
+
+
+def tokens(text: str, language: str) -> list[str]:
+    """The units WER counts: characters for character-level languages, words otherwise."""
+    normalized = normalize(text, language)
+    return list(normalized) if language_info(language).character_level else normalized.split()
+
+
+@dataclass(frozen=True)
+class ErrorCounts:
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+    reference_length: int
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def rate(self) -> float:
+        if self.reference_length == 0:
+            raise ValueError("error rate is undefined for an empty reference")
+        return self.errors / self.reference_length
+
+    def __add__(self, other: ErrorCounts) -> ErrorCounts:
+        """Sum over utterances; the corpus-level rate is the rate of the sum."""
+        return ErrorCounts(
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+            self.hits + other.hits,
+            self.reference_length + other.reference_length,
+        )
+
+
+def error_counts(reference: str, hypothesis: str, language: str) -> ErrorCounts:
+    """Levenshtein alignment (jiwer) of the normalised token sequences."""
+    ref, hyp = tokens(reference, language), tokens(hypothesis, language)
+    if not ref:  # jiwer rejects empty references
+        return ErrorCounts(0, 0, len(hyp), 0, 0)
+    # Tokens contain no spaces, so joining with spaces lets jiwer's default word splitting recover them exactly.
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    return ErrorCounts(out.substitutions, out.deletions, out.insertions, out.hits, len(ref))
