@@ -1,0 +1,123 @@
+"""The adapter registry: an adapter turns a suite item into a clip (mp4, H.264 + AAC) plus metadata.
+
+Adding a model means writing a subclass of `Adapter` in a module of this package, decorating it with `@register`,
+and listing the module in `ADAPTER_MODULES`. On the command line a model is `[LABEL=]NAME[:ARG]`, e.g. `puppet`,
+`ltx=clips:/data/ltx23`, `mine=command:python infer.py --prompt-file {prompt_file} --out {output}`; options are
+`--model-option LABEL.KEY=VALUE`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mheval.metrics import WeightFile
+from mheval.suites import SuiteItem
+
+ADAPTER_MODULES = (
+    "mheval.adapters.puppet",
+    "mheval.adapters.clips",
+    "mheval.adapters.command",
+)
+
+
+class GenerationError(RuntimeError):
+    """An item could not be turned into a clip; recorded against that item, the run goes on."""
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which suite items an adapter can produce; clips brought from elsewhere may miss some or have extras."""
+
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+
+
+class Adapter:
+    name: ClassVar[str]
+    description: ClassVar[str]
+    notice: ClassVar[str | None] = None  # shown next to the model in every table, e.g. "random weights"
+
+    def __init__(self, arg: str | None = None, **options: str):
+        self.arg = arg
+        self.options = options
+
+    def config(self) -> dict[str, Any]:
+        """Everything that changes the clips this adapter makes; part of the clip cache key and the manifest."""
+        return {"adapter": self.name, "arg": self.arg, **self.options}
+
+    def config_hash(self) -> str:
+        payload = json.dumps(self.config(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+    def weights(self) -> list[WeightFile]:
+        return []
+
+    def coverage(self, items: list[SuiteItem]) -> Coverage:
+        return Coverage()
+
+    def generate(self, item: SuiteItem, output: Path, seed: int) -> dict[str, Any]:
+        """Write the clip for `item` to `output` (an .mp4 path); return metadata, with "timings" in seconds per stage."""
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Adapter]] = {}
+
+
+def register(cls: type[Adapter]) -> type[Adapter]:
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"adapter {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin_adapters() -> None:
+    for module in ADAPTER_MODULES:
+        importlib.import_module(module)
+
+
+def adapter_names() -> list[str]:
+    _load_builtin_adapters()
+    return sorted(_REGISTRY)
+
+
+def adapter_class(name: str) -> type[Adapter]:
+    _load_builtin_adapters()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown adapter {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    label: str
+    adapter: str
+    arg: str | None
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """`[LABEL=]NAME[:ARG]`; the label defaults to NAME, or NAME-<last path part of ARG> for clips directories."""
+    text = text.strip()
+    label = None
+    head = text.split(":", 1)[0]
+    if "=" in head:
+        label, text = text.split("=", 1)
+    name, _, arg = text.partition(":")
+    adapter_class(name)
+    if label is None:
+        label = name if not arg or name != "clips" else f"{name}-{Path(arg).name or 'dir'}"
+    if not _LABEL.match(label):
+        raise ValueError(f"model label {label!r} must be letters, digits, '_', '.', '-' (it names files and columns)")
+    return ModelSpec(label=label, adapter=name, arg=arg or None)
+
+
+def create_adapter(spec: ModelSpec, options: dict[str, str] | None = None) -> Adapter:
+    return adapter_class(spec.adapter)(spec.arg, **(options or {}))

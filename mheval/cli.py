@@ -1,0 +1,213 @@
+"""The `mheval` command line. Each subcommand is a small function; `mheval SUBCOMMAND --help` explains it."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_INPUT_ERROR = 2          # bad arguments, unreadable suite, unknown model or metric
+EXIT_PARTIAL = 3              # the run finished but some clips or scores failed (they are recorded in the store)
+
+DESCRIPTION = """\
+Evaluate and compare human-centric audio-video generators.
+
+A run takes a prompt suite (prompts/*.toml), has each model adapter generate a clip per item, scores every clip
+(Whisper WER/CER per language and the other registered metrics), stores everything in a run directory (SQLite,
+clips, manifest, parquet/CSV/JSON exports) and prints a models × languages comparison with 95% intervals.
+Re-running the same command only computes what is missing.
+"""
+
+EPILOG = """\
+examples:
+  mheval run --suite smoke
+  mheval run --suite multilingual --models puppet,ltx=clips:/data/ltx23 --limit 2
+  mheval run --suite smoke --models puppet,late=puppet --model-option late.shift_ms=200
+  mheval report runs/smoke
+
+exit codes: 0 success; 2 bad input (message names the file and problem); 3 finished, but some clips or scores
+failed (recorded per clip in the run store, listed in the output). `mheval gate` documents its own codes.
+"""
+
+
+def _key_values(pairs: list[str], what: str) -> dict[str, dict[str, str]]:
+    """`OWNER.KEY=VALUE` strings → {OWNER: {KEY: VALUE}}."""
+    parsed: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        target, sep, value = pair.partition("=")
+        owner, dot, key = target.partition(".")
+        if not sep or not dot or not owner or not key:
+            raise ValueError(f"{what} {pair!r} must look like NAME.KEY=VALUE")
+        parsed.setdefault(owner, {})[key] = value
+    return parsed
+
+
+def _split_models(values: list[str]) -> list[str]:
+    models = []
+    for value in values:
+        models += [part for part in value.split(",") if part.strip()] if "command:" not in value else [value]
+    return models
+
+
+def add_run_parser(sub) -> None:
+    parser = sub.add_parser(
+        "run", help="generate and score a suite with one or more models",
+        description="Generate a clip per suite item with each model, score every clip, store and print results.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", default="multilingual", help="suite name in prompts/ or a path to a .toml file")
+    parser.add_argument("--models", action="append", default=None,
+                        help="comma-separated [LABEL=]ADAPTER[:ARG] (repeatable; a command: spec takes a whole "
+                             "--models). Adapters: %s. Default: puppet" % ", ".join(_adapter_names()))
+    parser.add_argument("--model-option", action="append", default=[], metavar="LABEL.KEY=VALUE",
+                        help="adapter option, e.g. puppet.shift_ms=120")
+    parser.add_argument("--metrics", default=None,
+                        help="comma-separated metric names (default: all: %s)" % ", ".join(_metric_names()))
+    parser.add_argument("--metric-option", action="append", default=[], metavar="METRIC.KEY=VALUE",
+                        help="metric option, e.g. wer.asr=large-v3 or wer.asr=/path/model.pt")
+    parser.add_argument("--limit", type=int, default=None, help="at most N items per language")
+    parser.add_argument("--languages", default=None, help="comma-separated language codes (zh,yue,en,ja,ko,de,fr)")
+    parser.add_argument("--seed", type=int, default=42, help="generation seed (default 42)")
+    parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/<suite>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=cmd_run)
+
+
+def _adapter_names() -> list[str]:
+    from mheval.adapters import adapter_names
+
+    return adapter_names()
+
+
+def _metric_names() -> list[str]:
+    from mheval.metrics import metric_names
+
+    return metric_names()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mheval.runner import RunRequest, run
+
+    request = RunRequest(
+        suite=args.suite,
+        models=_split_models(args.models or ["puppet"]),
+        out=args.out,
+        limit=args.limit,
+        languages=args.languages.split(",") if args.languages else None,
+        seed=args.seed,
+        metrics=args.metrics.split(",") if args.metrics else None,
+        model_options=_key_values(args.model_option, "--model-option"),
+        metric_options=_key_values(args.metric_option, "--metric-option"),
+        argv=sys.argv,
+        progress=not args.no_progress,
+    )
+    outcome = run(request)
+    return _report_outcome(outcome)
+
+
+def _report_outcome(outcome) -> int:
+    from rich.console import Console
+
+    from mheval.report import print_report
+    from mheval.results import MetricKey, clip_table, export, summary
+
+    console = Console()
+    for label, coverage in outcome.coverage.items():
+        if coverage.missing:
+            console.print(f"[yellow]{label}: no clip for {len(coverage.missing)} item(s): "
+                          f"{', '.join(coverage.missing[:10])}{' …' if len(coverage.missing) > 10 else ''}[/yellow]")
+        if coverage.extra:
+            console.print(f"[yellow]{label}: {len(coverage.extra)} file(s) match no item: "
+                          f"{', '.join(coverage.extra[:10])}{' …' if len(coverage.extra) > 10 else ''}[/yellow]")
+    metrics = [m for m in outcome.metrics if m.name not in outcome.unavailable]
+    table = clip_table(outcome.store, outcome.suite.name, list(outcome.models),
+                       [MetricKey.of(m) for m in metrics])
+    table = table[table.item_id.isin({item.id for item in outcome.items})]
+    summary_table = summary(table, [m.name for m in outcome.metrics])
+    notices = {label: adapter.notice for label, adapter in outcome.models.items()}
+    print_report(summary_table, notices, outcome.unavailable, console=console)
+    errors = outcome.store.errors(outcome.run_id)
+    for row in errors.itertuples():
+        console.print(f"[red]failed[/red] {row.model} / {row.item_id} ({row.stage}): {row.message.splitlines()[0]}")
+    exports = export(outcome.store, table, summary_table, {"unavailable": outcome.unavailable,
+                                                           "manifest": outcome.store.manifest()})
+    console.print(f"run directory: {outcome.store.directory}  (exports: {exports})  "
+                  f"generated {outcome.generated}, scored {outcome.scored} new")
+    failed = (table.clip_status != "ok").any() or any(
+        (table.get(f"{m.name}.status") == "failed").any() for m in metrics)
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def add_report_parser(sub) -> None:
+    parser = sub.add_parser("report", help="print the tables of a stored run again",
+                            description="Print the comparison tables of an existing run directory.")
+    parser.add_argument("run_dir", type=Path)
+    parser.set_defaults(handler=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mheval.report import print_report
+    from mheval.results import clip_table, latest_metric_keys, summary
+    from mheval.store import RunStore
+
+    store = RunStore.open_existing(args.run_dir)
+    keys = latest_metric_keys(store)
+    table = clip_table(store, keys=keys)
+    manifest = store.manifest()
+    notices = {label: spec.get("notice") for label, spec in manifest.get("models", {}).items()}
+    unavailable = {name: m["unavailable"] for name, m in manifest.get("metrics", {}).items() if m.get("unavailable")}
+    print_report(summary(table, [key.name for key in keys]), notices, unavailable)
+    return EXIT_OK
+
+
+def add_suites_parser(sub) -> None:
+    parser = sub.add_parser("suites", help="list the prompt suites, or validate suite files",
+                            description="Without arguments, list the suites in prompts/. With paths or names, "
+                                        "validate them and print every problem (file, item, field).")
+    parser.add_argument("suite", nargs="*")
+    parser.set_defaults(handler=cmd_suites)
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from mheval.suites import list_suites, load_suite
+
+    for name in args.suite or list_suites():
+        suite = load_suite(name)
+        languages = Counter(item.language for item in suite.items)
+        print(f"{suite.name}: {len(suite.items)} items ({', '.join(f'{k} {v}' for k, v in languages.items())}) "
+              f"— {suite.description}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mheval", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (add_run_parser, add_report_parser, add_suites_parser):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_INPUT_ERROR
+    from mheval.media import MediaError
+    from mheval.suites import SuiteError
+
+    try:
+        return args.handler(args)
+    except (SuiteError, ValueError, FileNotFoundError, MediaError) as err:
+        print(f"mheval: error: {err}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print("mheval: interrupted; everything finished so far is stored, run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

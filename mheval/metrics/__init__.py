@@ -1,0 +1,118 @@
+"""The metric registry: one class per metric, registered with `@register`.
+
+Adding a metric means writing a subclass of `Metric` in a module of this package, decorating it with `@register`,
+and listing the module in `METRIC_MODULES`. The runner asks every metric for:
+
+- `name`, `version`: bump `version` whenever the numbers a metric produces could change; it is part of the cache key.
+- `inputs`: what it reads from a clip (documentation, and lets the dashboard explain a metric).
+- `fields`: the numeric outputs per clip; `headline` is the one shown in summary tables.
+- `config()`: options that change results (part of the cache key); `weights()`: weight files with their sha256.
+- `unavailable()`: None, or why the metric cannot run here and how to make it run (reported once per run).
+- `score(clip)`: a dict of field values for one clip; raise `NotApplicable` when the clip has nothing to measure
+  (no face, no speech), which is recorded as such, never as a number.
+- `weight_field`: None to summarise clips by the mean of `headline`; a field name to weight each clip's headline by
+  it (WER weights by reference length, which makes the summary the corpus-level ratio of edits to words).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mheval.media import ClipMedia
+from mheval.suites import SuiteItem
+
+METRIC_MODULES = ("mheval.metrics.wer",)
+
+
+class NotApplicable(Exception):
+    """The clip has nothing this metric can measure (e.g. no face, no speech)."""
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    path: str
+    sha256: str
+
+
+@dataclass
+class ClipContext:
+    """Everything a metric may read about one generated clip."""
+
+    media: ClipMedia
+    item: SuiteItem
+    model: str
+    meta: dict[str, Any] = field(default_factory=dict)  # adapter metadata, e.g. {"timings": {"base": 1.2}}
+
+
+class Metric:
+    name: ClassVar[str]
+    version: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]]
+    fields: ClassVar[tuple[str, ...]]
+    headline: ClassVar[str]
+    lower_is_better: ClassVar[bool] = False
+    weight_field: ClassVar[str | None] = None
+    description: ClassVar[str] = ""
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    def config(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def config_hash(self) -> str:
+        payload = json.dumps(self.config(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+    def weights(self) -> list[WeightFile]:
+        return []
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def score(self, clip: ClipContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Metric]] = {}
+
+
+def register(cls: type[Metric]) -> type[Metric]:
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"metric {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin_metrics() -> None:
+    for module in METRIC_MODULES:
+        importlib.import_module(module)
+
+
+def metric_names() -> list[str]:
+    _load_builtin_metrics()
+    return sorted(_REGISTRY)
+
+
+def metric_class(name: str) -> type[Metric]:
+    _load_builtin_metrics()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def create_metric(name: str, **options: Any) -> Metric:
+    return metric_class(name)(**options)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
