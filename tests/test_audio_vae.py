@@ -1,0 +1,106 @@
+"""Stable-Audio "Oobleck" VAE against the `sa_audio_vae_tiny` parity fixture (README section 9)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from model.audio_vae import (LONG_AUDIO_OVERLAP, LONG_AUDIO_WINDOW_S, PIPELINE_SAMPLE_RATE, load_audio_vae,
+                             merge_overlapping_windows, resample_to_output_rate)
+from parity_fixture import load_fixture, rel_err
+
+TOL = 5e-5
+RESAMPLE_ABS_TOL = 1e-5
+MERGE_ABS_TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return load_fixture("sa_audio_vae_tiny")
+
+
+def write_model_dir(path, sidecar, tensors, drop_key=None):
+    """An SAO-style directory: model_config.json and model.safetensors with `pretransform.model.*` keys."""
+    (path / "model_config.json").write_text(json.dumps(sidecar["config"]))
+    weights = {"pretransform.model." + k.removeprefix("param."): v
+               for k, v in tensors.items() if k.startswith("param.") and k != drop_key}
+    weights["conditioner.unrelated.weight"] = torch.zeros(1)    # the rest of the SAO checkpoint is skipped
+    save_file(weights, str(path / "model.safetensors"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def vae(fixture, tmp_path_factory):
+    return load_audio_vae(write_model_dir(tmp_path_factory.mktemp("sao"), *fixture))
+
+
+@pytest.fixture(scope="module")
+def stereo_input(fixture):
+    _, t = fixture
+    return t["input.waveform_mono"][None].repeat(2, 1)          # unbatched [2, N], as the pipeline passes it
+
+
+def test_encoder(vae, fixture, stereo_input):
+    _, t = fixture
+    with torch.no_grad():
+        assert rel_err(vae.encoder(stereo_input[None]), t["out.encode_pre_bottleneck"]) <= TOL
+
+
+def test_encode_samples_posterior_from_global_rng(vae, fixture, stereo_input):
+    sidecar, t = fixture
+    torch.manual_seed(sidecar["seed"] + 2)
+    assert rel_err(vae.encode(stereo_input), t["out.encode_latent"]) <= TOL
+
+
+def test_decode_unbatched_latent(vae, fixture):
+    _, t = fixture
+    waveform = vae.decode_latent(t["input.latent_audio"].squeeze(0).T)
+    assert rel_err(waveform, t["out.decode"]) <= TOL
+
+
+def test_resample(fixture):
+    _, t = fixture
+    resampled = resample_to_output_rate(t["out.decode"].squeeze(0).T.numpy())
+    assert resampled.dtype == np.float32
+    assert np.abs(resampled - t["out.decode_resampled_44k1"].numpy()).max() <= RESAMPLE_ABS_TOL
+
+
+def test_pipeline_decode(vae, fixture):
+    """DiT-space latent [1, Na, 64] -> 44.1 kHz stereo [N, 2]."""
+    _, t = fixture
+    waveform = vae.decode(t["input.latent_audio"])
+    assert np.abs(waveform - t["out.decode_resampled_44k1"].numpy()).max() <= RESAMPLE_ABS_TOL
+
+
+def test_merge(fixture):
+    _, t = fixture
+    n_chunks = len([k for k in t if k.startswith("merge.chunk")])
+    merged = merge_overlapping_windows([t[f"merge.chunk{i}"] for i in range(n_chunks)], overlap_ratio=0.5)
+    assert (merged - t["merge.out"]).abs().max() <= MERGE_ABS_TOL
+
+
+def test_short_audio_is_one_encode(vae, stereo_input):
+    latent = vae.encode_audio(stereo_input, torch.Generator().manual_seed(0))
+    expected = vae.encode(stereo_input, torch.Generator().manual_seed(0)).transpose(1, 2)
+    assert torch.equal(latent, expected)
+
+
+@pytest.mark.slow
+def test_long_audio_windows_are_cross_faded(vae):
+    """Audio past 29 s: the latent before the first overlap is the first window's own encode."""
+    window = LONG_AUDIO_WINDOW_S * PIPELINE_SAMPLE_RATE
+    waveform = torch.rand(2, window + 10 * PIPELINE_SAMPLE_RATE, generator=torch.Generator().manual_seed(1)) - 0.5
+    latent = vae.encode_audio(waveform, torch.Generator().manual_seed(0))
+    assert latent.shape == (1, math.ceil(waveform.shape[1] / vae.hop), 64)
+    first = vae.encode(waveform[:, :window // vae.hop * vae.hop], torch.Generator().manual_seed(0)).transpose(1, 2)
+    solo = first.shape[1] - int(first.shape[1] * LONG_AUDIO_OVERLAP)
+    assert torch.allclose(latent[:, :solo], first[:, :solo])
+    assert not torch.allclose(latent[:, solo + 1:first.shape[1]], first[:, solo + 1:])
+
+
+def test_strict_load_reports_missing_key(fixture, tmp_path):
+    with pytest.raises(RuntimeError, match=r"decoder\.layers\.7\.weight_g"):
+        load_audio_vae(write_model_dir(tmp_path, *fixture, drop_key="param.decoder.layers.7.weight_g"))
