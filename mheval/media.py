@@ -45,7 +45,8 @@ def _open(path: Path | str) -> av.container.InputContainer:
     try:
         return av.open(str(path))
     except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
-        raise MediaError(path, f"not a readable media file ({err})") from err
+        reason = getattr(err, "strerror", None) or str(err)
+        raise MediaError(path, f"not a readable media file ({reason})") from err
 
 
 def probe(path: Path | str) -> MediaInfo:

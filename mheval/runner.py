@@ -147,7 +147,7 @@ def _generate_one(store: RunStore, label: str, adapter: Adapter, suite: str, ite
     try:
         meta = adapter.generate(item, partial, seed) or {}
         meta["wall_seconds"] = time.perf_counter() - started
-        meta["media"] = _check_clip(partial)
+        meta["media"] = _check_clip(partial, shown=Path(meta.get("source", final)))
         digest = sha256_file(partial)
         partial.replace(final)
     except Exception as err:  # any adapter failure belongs to this clip only
@@ -158,10 +158,14 @@ def _generate_one(store: RunStore, label: str, adapter: Adapter, suite: str, ite
     return ClipRecord(label, suite, item.id, seed, key, "ok", relative, digest, meta, None)
 
 
-def _check_clip(path: Path) -> dict[str, Any]:
-    info = probe(path)
+def _check_clip(path: Path, shown: Path) -> dict[str, Any]:
+    """The clip must decode and carry audio; errors name `shown` (the user's file), not our temporary copy."""
+    try:
+        info = probe(path)
+    except MediaError as err:
+        raise MediaError(shown, err.problem) from None
     if not info.has_audio:
-        raise MediaError(path, "clip has no audio stream")
+        raise MediaError(shown, "clip has no audio stream")
     return info.__dict__
 
 

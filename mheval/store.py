@@ -3,7 +3,7 @@
     RUN_DIR/
       run.sqlite        runs, items, clips, scores, errors
       manifest.json     git commit, package versions, suite hash, adapter configs, seeds, weight sha256s
-      clips/<model>/<item id>.mp4
+      clips/<model>/<item id>-s<seed>.mp4
       exports/          scores.parquet, scores.csv, results.json (written by `export`)
 
 Caching is by content. A clip is regenerated only when its generation key (adapter config × item content × seed)
@@ -129,8 +129,7 @@ class RunStore:
         self._db.execute("COMMIT")
 
     def clip_path(self, model: str, item_id: str, seed: int) -> Path:
-        suffix = "" if seed == 0 else f".seed{seed}"
-        return self.directory / "clips" / model / f"{item_id}{suffix}.mp4"
+        return self.directory / "clips" / model / f"{item_id}-s{seed}.mp4"
 
     # -- runs -----------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,187 @@
+"""Run store and runner: caching, resume after a kill, per-clip failures, adapters, exports."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mheval.adapters import parse_model_spec
+from mheval.adapters.puppet import PuppetAdapter
+from mheval.media import probe, read_audio, write_mp4
+from mheval.metrics import Metric, register
+from mheval.runner import RunRequest, run
+
+
+@register
+class LoudnessForTests(Metric):
+    """A cheap real metric (RMS level of the audio) so runner tests don't need Whisper."""
+
+    name = "loudness-test"
+    version = "1"
+    inputs = ("audio",)
+    fields = ("rms",)
+    headline = "rms"
+    calls = 0
+
+    def score(self, clip):
+        type(self).calls += 1
+        audio = clip.media.audio_16k
+        return {"rms": float(np.sqrt(np.mean(audio ** 2)))}
+
+
+def _request(tmp_path, **changes):
+    fields = dict(suite="smoke", models=["puppet"], out=tmp_path / "run", metrics=["loudness-test"], progress=False)
+    fields.update(changes)
+    return RunRequest(**fields)
+
+
+def test_run_stores_one_clip_and_score_per_item_and_second_run_computes_nothing(tmp_path, smoke_suite):
+    first = run(_request(tmp_path))
+    assert first.generated == len(smoke_suite.items) and first.scored == len(smoke_suite.items)
+    clips = first.store.clips()
+    assert list(clips.status) == ["ok"] * len(smoke_suite.items)
+    for row in clips.itertuples():
+        info = probe(first.store.directory / row.path)
+        assert info.fps == 25 and info.has_audio and (info.width, info.height) == (448, 256)
+    second = run(_request(tmp_path))
+    assert second.generated == 0 and second.scored == 0
+    assert len(second.store.scores()) == len(smoke_suite.items)
+    assert len(second.store.runs()) == 2
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["suite"]["sha256"] == smoke_suite.content_hash()
+    assert manifest["models"]["puppet"]["config"]["adapter"] == "puppet"
+    assert manifest["packages"]["torch"] == "2.14.1"
+
+
+def test_changed_adapter_config_regenerates_and_rescoring_is_by_content(tmp_path):
+    run(_request(tmp_path, limit=1, languages=["en"]))
+    shifted = run(_request(tmp_path, limit=1, languages=["en"], model_options={"puppet": {"shift_ms": "200"}}))
+    assert shifted.generated == 1 and shifted.scored == 1
+    assert len(shifted.store.scores()) == 2  # two different clip contents, one score each
+
+
+def test_limit_is_per_language(tmp_path, smoke_suite):
+    outcome = run(_request(tmp_path, limit=1))
+    languages = {item.language for item in smoke_suite.items}
+    assert len(outcome.items) == len(languages)
+
+
+def _noisy_copy(source: Path, target: Path) -> None:
+    """Re-encode a clip without its audio track."""
+    from mheval.media import read_video
+
+    write_mp4(target, read_video(source), 25, None, 16000)
+
+
+def test_clips_adapter_reports_missing_extra_and_broken_clips_and_run_continues(tmp_path, smoke_suite):
+    made = run(_request(tmp_path))
+    clips_dir = tmp_path / "incoming"
+    clips_dir.mkdir()
+    items = [item.id for item in smoke_suite.items]
+    good, corrupt, empty, silent = items[:4]
+    (clips_dir / f"{good}.mp4").write_bytes((made.store.directory / made.store.clips().path[0]).read_bytes())
+    (clips_dir / f"{corrupt}.mp4").write_bytes(os.urandom(4096))
+    (clips_dir / f"{empty}.mp4").write_bytes(b"")
+    _noisy_copy(made.store.directory / made.store.clips().path[3], clips_dir / f"{silent}.mp4")
+    (clips_dir / "not-an-item.mp4").write_bytes(b"x")
+    outcome = run(_request(tmp_path, models=[f"ext=clips:{clips_dir}"], out=tmp_path / "ext"))
+    assert outcome.coverage["ext"].extra == ("not-an-item",)
+    clips = outcome.store.clips().set_index("item_id")
+    assert clips.loc[good, "status"] == "ok"
+    errors = {item: clips.loc[item, "error"] for item in (corrupt, empty, silent)}
+    assert all(clips.loc[item, "status"] == "failed" for item in errors)
+    assert "not a readable media file" in errors[corrupt] and f"{corrupt}.mp4" in errors[corrupt]
+    assert "file is empty" in errors[empty]
+    assert "no audio stream" in errors[silent]
+    assert len(outcome.store.scores()) == 1
+
+
+def test_clips_adapter_missing_item_is_a_recorded_failure(tmp_path, smoke_suite):
+    empty_dir = tmp_path / "none"
+    empty_dir.mkdir()
+    outcome = run(_request(tmp_path, models=[f"clips:{empty_dir}"], out=tmp_path / "r"))
+    assert set(outcome.coverage["clips-none"].missing) == {item.id for item in smoke_suite.items}
+    assert (outcome.store.clips().status == "failed").all()
+    assert len(outcome.store.errors(outcome.run_id)) == len(smoke_suite.items)
+
+
+def test_command_adapter_runs_template_and_keeps_sidecar_metadata(tmp_path):
+    script = tmp_path / "gen.py"
+    script.write_text(
+        "import json, sys\n"
+        "from mheval.adapters.puppet import PuppetAdapter\n"
+        "from mheval.suites import load_suite\n"
+        "out, item_id, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+        "PuppetAdapter().generate(load_suite('smoke').item(item_id), __import__('pathlib').Path(out), seed)\n"
+        "json.dump({'timings': {'base': 1.5}}, open(out + '.json', 'w'))\n"
+    )
+    template = f"{sys.executable} {script} {{output}} {{id}} {{seed}}"
+    outcome = run(_request(tmp_path, models=[f"mine=command:{template}"], limit=1, languages=["en"]))
+    clip = outcome.store.clips().iloc[0]
+    assert clip.status == "ok"
+    assert json.loads(clip.meta)["timings"] == {"base": 1.5}
+
+
+def test_command_adapter_failure_is_recorded_with_stderr(tmp_path):
+    template = f"{sys.executable} -c \"import sys; sys.exit('model exploded')\" {{output}}"
+    outcome = run(_request(tmp_path, models=[f"bad=command:{template}"], limit=1, languages=["en"]))
+    clip = outcome.store.clips().iloc[0]
+    assert clip.status == "failed" and "model exploded" in clip.error
+
+
+def test_model_spec_parsing():
+    assert parse_model_spec("puppet").label == "puppet"
+    spec = parse_model_spec("ltx=clips:/data/ltx23")
+    assert (spec.label, spec.adapter, spec.arg) == ("ltx", "clips", "/data/ltx23")
+    assert parse_model_spec("clips:/data/ovi").label == "clips-ovi"
+    with pytest.raises(ValueError, match="unknown adapter"):
+        parse_model_spec("nosuch")
+    with pytest.raises(ValueError, match="model label"):
+        parse_model_spec("bad label=puppet")
+
+
+def test_puppet_shift_delays_audio(tmp_path, smoke_suite):
+    item = smoke_suite.items[0]
+    PuppetAdapter().generate(item, tmp_path / "a.mp4", 0)
+    PuppetAdapter(shift_ms="400").generate(item, tmp_path / "b.mp4", 0)
+    a, b = read_audio(tmp_path / "a.mp4"), read_audio(tmp_path / "b.mp4")
+    onset = lambda x: int(np.argmax(np.abs(x) > 0.05))
+    assert abs((onset(b) - onset(a)) / 16000 - 0.4) < 0.01
+
+
+def _count(db: Path, table: str) -> int:
+    with sqlite3.connect(db) as connection:
+        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_exactly_one_result_per_item(tmp_path, smoke_suite):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "mheval.cli", "run", "--suite", "smoke", "--models", "puppet",
+               "--metrics", "wer", "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / "run.sqlite"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if db.exists() and _count(db, "scores") >= 1:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    scored_before = _count(db, "scores")
+    assert 1 <= scored_before < len(smoke_suite.items), "the kill should land mid-way through scoring"
+    subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+    with sqlite3.connect(db) as connection:
+        clips = pd.read_sql_query("SELECT * FROM clips", connection)
+        scores = pd.read_sql_query("SELECT * FROM scores", connection)
+    assert sorted(clips.item_id) == sorted(item.id for item in smoke_suite.items)
+    assert (clips.status == "ok").all()
+    assert len(scores) == len(smoke_suite.items) and set(scores.status) == {"ok"}
+    assert not list(out.glob("clips/*/.*partial*"))
