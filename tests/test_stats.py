@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from mheval.stats import bootstrap, paired_bootstrap
+
+
+def test_mean_and_interval_cover_the_value():
+    rng = np.random.default_rng(1)
+    values = rng.normal(0.3, 0.1, 200)
+    result = bootstrap(np.arange(200), values)
+    assert result.value == pytest.approx(values.mean())
+    assert result.low < result.value < result.high
+    # the percentile interval of a mean of 200 draws with sd 0.1 is about ±1.96·0.1/√200 ≈ ±0.014
+    assert result.high - result.low == pytest.approx(2 * 1.96 * 0.1 / np.sqrt(200), rel=0.25)
+    assert result.n == 200
+
+
+def test_weights_give_corpus_ratio_not_mean_of_ratios():
+    # two utterances: 1 error in 10 words and 1 error in 2 words
+    rates, words = np.array([0.1, 0.5]), np.array([10.0, 2.0])
+    result = bootstrap(["a", "b"], rates, words)
+    assert result.value == pytest.approx(2 / 12)
+    assert bootstrap(["a", "b"], rates).value == pytest.approx(0.3)
+
+
+def test_clips_of_one_prompt_are_resampled_together():
+    groups = ["a"] * 3 + ["b"] * 3
+    result = bootstrap(groups, [1, 1, 1, 0, 0, 0])
+    assert result.n == 2
+    assert result.low == 0.0 and result.high == 1.0
+
+
+def test_constant_values_have_zero_width_and_nan_is_ignored():
+    result = bootstrap(list("abcd"), [0.2, 0.2, np.nan, 0.2])
+    assert (result.value, result.low, result.high, result.n) == (pytest.approx(0.2),) * 3 + (3,)
+
+
+def test_empty_and_single_prompt():
+    assert bootstrap([], []).n == 0
+    single = bootstrap(["a"], [0.5])
+    assert single.value == 0.5 and np.isnan(single.low)
+
+
+def test_paired_difference_uses_shared_prompts_and_detects_a_shift():
+    ids = np.arange(50)
+    base = np.random.default_rng(2).uniform(0, 0.4, 50)
+    same = paired_bootstrap(ids, base, None, ids, base, None)
+    assert same.value == 0 and same.low == 0 and same.high == 0
+    worse = paired_bootstrap(ids, base, None, ids[:40], base[:40] + 0.1, None)
+    assert worse.n == 40
+    assert worse.value == pytest.approx(0.1)  # only the 40 shared prompts are compared
+    assert worse.low > 0.05
