@@ -33,13 +33,13 @@ def weight_tensors(name: str) -> dict[str, torch.Tensor]:
     return load_fixture(source)[0]
 
 
-def pack_fixture_inputs(tensors, sidecar, coords_style: str | None = None) -> PackedSequence:
+def pack_fixture_inputs(tensors, sidecar, coords_style: str | None = None, drop_text_tokens: int = 0) -> PackedSequence:
     proxy = sidecar["data_proxy"]
     return pack(
         tensors["input.latent_video"],
         tensors["input.latent_audio"],
         tensors["input.text_embeds_padded"],
-        tensors["input.text_len"],
+        int(tensors["input.text_len"]) - drop_text_tokens,
         coords_style=coords_style or proxy["coords_style"],
         patch_size=proxy["patch_size"],
         t_patch_size=proxy["t_patch_size"],
