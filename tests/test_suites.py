@@ -43,7 +43,7 @@ def prompt_with_dialogue(*lines: str) -> str:
 # ---------------------------------------------------------------------------------------------- shipped suites
 
 def test_shipped_suites_are_listed():
-    assert "smoke" in list_suites()
+    assert {"smoke", "multilingual"} <= set(list_suites())
 
 
 @pytest.mark.parametrize("name", list_suites())
@@ -68,6 +68,43 @@ def test_smoke_suite_is_short_and_covers_four_languages():
     assert [item.language for item in suite.items] == ["en", "de", "fr", "zh"]
     assert all(2.0 <= item.seconds <= 3.0 and (item.width, item.height) == (448, 256) for item in suite.items)
     assert suite.item("zh-office-01").reference_text == "今天的会议改到下午三点了。"
+
+
+CANTONESE_PARTICLES = set("咗嘅唔喺佢乜嘢冇啲嚟咁畀吓㗎呀啦喇咋啩哋係噉嘞")
+
+
+def test_multilingual_suite_has_eight_short_lines_per_language():
+    suite = load_suite("multilingual")
+    counts = Counter(item.language for item in suite.items)
+    assert set(counts) == set(LANGUAGES) and min(counts.values()) >= 8
+    for item in suite.items:
+        assert item.id.startswith(f"{item.language}-") and 2.0 <= item.seconds <= 5.0
+        if LANGUAGES[item.language].character_level:  # 2-5 s of speech
+            assert 8 <= len(re.sub(r"[\W_]", "", item.reference_text)) <= 26, item.id
+        else:
+            assert 4 <= len(item.reference_text.split()) <= 15, item.id
+    numbered = [item.id for item in suite.items if re.search(r"\d", item.reference_text)]
+    code_switched = [item.id for item in suite.items
+                     if LANGUAGES[item.language].character_level and re.search(r"[A-Za-z]", item.reference_text)]
+    assert len(numbered) >= 7 and len(code_switched) >= 2
+
+
+def test_multilingual_scripts_are_native():
+    from opencc import OpenCC
+
+    to_simplified = OpenCC("t2s")
+    for item in load_suite("multilingual").items:
+        text = item.reference_text
+        if item.language == "zh":
+            assert to_simplified.convert(text) == text, f"{item.id}: Mandarin lines use simplified characters"
+        if item.language == "yue":
+            assert CANTONESE_PARTICLES & set(text), f"{item.id}: not written Cantonese"
+        if item.language == "ja":
+            assert re.search(r"[\u3040-\u309f]", text), f"{item.id}: no hiragana"
+        if item.language == "ko":
+            assert re.search(r"[\uac00-\ud7a3]{2}", text) and " " in text, f"{item.id}: Korean keeps word spacing"
+        if item.language in ("en", "de", "fr"):
+            assert not re.search(r"[^\x00-\x7f\u00c0-\u017f\u2019]", text), item.id
 
 
 def test_load_by_path_equals_load_by_name():
