@@ -97,10 +97,6 @@ class DialogueLine:
     language_label: str   # the free-text language after the last comma, e.g. "Mandarin"
     text: str             # the line as written in the prompt (CJK spacing kept, doubled quotes undone)
 
-    @property
-    def spoken_text(self) -> str:
-        return _join_cjk(self.text)
-
 
 @dataclass(frozen=True)
 class SuiteItem:
@@ -185,11 +181,8 @@ def extract_dialogue(prompt: str) -> list[DialogueLine]:
     dialogue = split_prompt(prompt)[1]
     if dialogue is None:
         return []
-    lines = []
-    for number, raw in enumerate(dialogue.splitlines(), start=1):
-        if raw.strip():
-            lines.append(_parse_dialogue_line(raw.strip(), number))
-    return lines
+    written = [line.strip() for line in dialogue.splitlines() if line.strip()]
+    return [_parse_dialogue_line(line, number) for number, line in enumerate(written, start=1)]
 
 
 def reference_text(lines: list[DialogueLine] | tuple[DialogueLine, ...]) -> str:

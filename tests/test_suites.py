@@ -156,7 +156,7 @@ BROKEN = {
         HEADER + item_toml(language="de", prompt=prompt_with_dialogue('<Old man, English>: "Hello."')),
         ['field "prompt"', "no dialogue line is tagged German"]),
     "second line malformed": (
-        HEADER + item_toml(prompt=prompt_with_dialogue('<A, English>: "Hi."', '<B, English> "Hi."')),
+        HEADER + item_toml(prompt=prompt_with_dialogue('<A, English>: "Hi."', "", '<B, English> "Hi."')),
         ['field "prompt"', "dialogue line 2"]),
     "suite name mismatch": (HEADER.replace('"broken"', '"other"') + item_toml(),
                             ["[suite]", 'field "name"', '"other"', '"broken"']),
