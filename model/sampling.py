@@ -22,6 +22,8 @@ import torch
 
 from model.scheduler import (DEFAULT_SHIFT, SR_AUDIO_NOISE_SCALE, SR_NOISE_VALUE, FlowUniPCScheduler, ddim_step,
                              flow_schedule, renoise_for_sr, sr_audio_input, upsample_video_latent)
+from model.dit import DiTModel
+from model.packing import inject_reference_image, pack, unpack
 from model.text_encoder import TextEmbedding
 
 VIDEO_LATENT_CHANNELS = 48
@@ -121,6 +123,18 @@ class SamplingResult:
     stage_seconds: dict[str, float]   # wall time per stage: "base denoising", "super-resolution"
 
 
+def dit_velocity_fn(model: DiTModel, coords_style: str) -> VelocityFn:
+    """The DiT as a velocity function: pack [video | audio | text], forward, unpack.
+
+    coords_style "v2" for the base/distill model, "v1" for the SR model.
+    """
+    @torch.no_grad()
+    def velocity(video: torch.Tensor, audio: torch.Tensor, text: TextEmbedding):
+        packed = pack(video, audio, text.features, text.length, coords_style=coords_style)
+        return unpack(model(*packed.model_inputs()), packed)
+    return velocity
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Guidance
 
@@ -141,13 +155,8 @@ def sr_video_scale(num_frames: int, guidance: GuidanceConfig) -> torch.Tensor:
     return scale.view(1, 1, num_frames, 1, 1)
 
 
-def inject_image(video: torch.Tensor, image_latent: torch.Tensor | None) -> torch.Tensor:
-    """TI2V "unified conditioning": latent frame 0 becomes the clean image latent."""
-    if image_latent is None:
-        return video
-    video = video.clone()
-    video[:, :, :1] = image_latent
-    return video
+def _with_image(video: torch.Tensor, image_latent: torch.Tensor | None) -> torch.Tensor:
+    return video if image_latent is None else inject_reference_image(video, image_latent)
 
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -174,7 +183,7 @@ def denoise(velocity_fn: VelocityFn, video: torch.Tensor, audio: torch.Tensor, t
     video_scheduler, audio_scheduler = FlowUniPCScheduler(num_steps, shift), FlowUniPCScheduler(num_steps, shift)
     frame_scale = sr_video_scale(video.shape[2], guidance).to(video.device) if super_resolution else None
     for index, timestep in enumerate(timesteps.tolist()):
-        video = inject_image(video, image_latent)
+        video = _with_image(video, image_latent)
         v_video, v_audio = velocity_fn(video, audio, text)
         if cfg_number == 2:
             u_video, u_audio = velocity_fn(video, audio, negative_text)
@@ -191,7 +200,7 @@ def denoise(velocity_fn: VelocityFn, video: torch.Tensor, audio: torch.Tensor, t
             video = video_scheduler.step(v_video, video)
             if not super_resolution:
                 audio = audio_scheduler.step(v_audio, audio)
-    return inject_image(video, image_latent), audio
+    return _with_image(video, image_latent), audio
 
 
 # ---------------------------------------------------------------------------------------------------------------
