@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mheval.validate import add_validate_parser
+
 EXIT_OK = 0
 EXIT_INPUT_ERROR = 2          # bad arguments, unreadable suite, unknown model or metric
 EXIT_PARTIAL = 3              # the run finished but some clips or scores failed (they are recorded in the store)
@@ -184,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mheval", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (add_run_parser, add_report_parser, add_suites_parser):
+    for add in (add_run_parser, add_report_parser, add_suites_parser, add_validate_parser):
         add(sub)
     return parser
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from mheval.media import ClipMedia
 from mheval.suites import SuiteItem
 
-METRIC_MODULES = ("mheval.metrics.wer",)
+METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual")
 
 
 class NotApplicable(Exception):

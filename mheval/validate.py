@@ -1,0 +1,271 @@
+"""`mheval validate`: the metrics measured against perturbations whose size is known, on puppet clips.
+
+The puppet adapter's lips follow its own speech, so every deviation below is one we injected:
+- audio shifted by −10…+10 frames → the sync offset must recover the shift within 1 frame (40 ms at 25 fps);
+- re-encoding at a low video bitrate → the sync offset must move by ≤ 1 frame;
+- white noise on the speech at falling SNRs → WER must not fall, and must end above the clean WER (items whose clean
+  WER is above `readable_wer` are left out: noise cannot be shown to hurt what the ASR cannot read anyway);
+- another item's reference text → WER ≥ 0.8;
+- Gaussian blur → BRISQUE up, sharpness and flicker down;
+- a frozen video (first frame repeated) → frozen ratio ≥ 0.9 where the clean clip is below it, flicker down;
+- the same clip scored twice by fresh metric instances → identical numbers.
+The result is a table of injected vs measured with pass/fail per bar; the exit code is 0 only when every bar passes.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from mheval.adapters.puppet import FPS, PuppetAdapter
+from mheval.media import ClipMedia, probe, read_audio, read_video, write_mp4
+from mheval.metrics import ClipContext, Metric, create_metric
+from mheval.suites import SuiteItem, load_suite
+
+FRAME_MS = 1000.0 / FPS
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    suite: str = "smoke"
+    items: int | None = None                     # first N items of the suite; None: all
+    shifts: tuple[int, ...] = tuple(range(-10, 11))   # frames
+    reencode_bitrate: int = 150_000              # bits per second
+    snrs_db: tuple[float, ...] = (20.0, 5.0, -5.0)
+    readable_wer: float = 0.5
+    blur_sigma: float = 2.0
+    wer: bool = True
+    asr: str = "base"
+    seed: int = 42
+    sync_tolerance_frames: float = 1.0
+    other_text_min_wer: float = 0.8
+    frozen_min_ratio: float = 0.9
+
+
+@dataclass(frozen=True)
+class Check:
+    group: str
+    injected: str
+    measured: str
+    bar: str
+    passed: bool
+
+
+@dataclass
+class Workspace:
+    """Clips of one validation, made on demand under a directory, and the metrics that score them."""
+
+    directory: Path
+    config: ValidateConfig
+    metrics: dict[str, Metric] = field(default_factory=dict)
+
+    def metric(self, name: str) -> Metric:
+        if name not in self.metrics:
+            self.metrics[name] = create_metric(name, **({"asr": self.config.asr} if name == "wer" else {}))
+        return self.metrics[name]
+
+    def puppet(self, item: SuiteItem, shift_frames: int = 0) -> Path:
+        path = self.directory / f"{item.id}.shift{shift_frames:+d}.mp4"
+        if not path.exists():
+            PuppetAdapter(None, shift_ms=shift_frames * FRAME_MS).generate(item, path, self.config.seed)
+        return path
+
+    def score(self, name: str, path: Path, item: SuiteItem) -> dict[str, Any]:
+        return self.metric(name).score(ClipContext(ClipMedia(path), item, "puppet"))
+
+
+def rewrite_clip(source: Path, target: Path, frames: Callable[[np.ndarray], np.ndarray] = lambda f: f,
+                 audio: Callable[[np.ndarray, int], np.ndarray] = lambda a, sr: a,
+                 video_bitrate: int | None = None) -> Path:
+    """Decode `source`, transform its frames and audio, and encode the result to `target`."""
+    info = probe(source)
+    rate = info.audio_sample_rate
+    write_mp4(target, frames(read_video(source)), round(info.fps), audio(read_audio(source, rate), rate), rate,
+              video_bitrate=video_bitrate)
+    return target
+
+
+def gaussian_blur(frames: np.ndarray, sigma: float) -> np.ndarray:
+    return np.stack([cv2.GaussianBlur(frame, (0, 0), sigma) for frame in frames])
+
+
+def freeze(frames: np.ndarray) -> np.ndarray:
+    return np.repeat(frames[:1], len(frames), axis=0)
+
+
+def add_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """White noise at `snr_db` below the power of the speech (samples within 50 dB of the peak)."""
+    speech = audio[np.abs(audio) > np.abs(audio).max() * 10 ** (-50 / 20)]
+    noise_power = np.mean(np.square(speech)) / 10 ** (snr_db / 10)
+    noise = np.random.default_rng(seed).normal(0.0, np.sqrt(noise_power), audio.shape)
+    return (audio + noise).astype(np.float32)
+
+
+def check_sync_shifts(work: Workspace, items: list[SuiteItem]) -> list[Check]:
+    tolerance = work.config.sync_tolerance_frames
+    checks = []
+    for item in items:
+        for shift in work.config.shifts:
+            offset = work.score("sync", work.puppet(item, shift), item)["offset_frames"]
+            checks.append(Check("sync shift", f"{item.id}: audio {shift:+d} frames ({shift * FRAME_MS:+.0f} ms)",
+                                f"{offset:+.2f} frames ({offset * FRAME_MS:+.0f} ms)",
+                                f"|error| ≤ {tolerance:g} frame", abs(offset - shift) <= tolerance))
+    return checks
+
+
+def check_reencode(work: Workspace, items: list[SuiteItem]) -> list[Check]:
+    bitrate, tolerance = work.config.reencode_bitrate, work.config.sync_tolerance_frames
+    shift = max(work.config.shifts, key=abs) // 2
+    checks = []
+    for item in items:
+        for injected in sorted({0, shift}):
+            clip = work.puppet(item, injected)
+            reencoded = rewrite_clip(clip, work.directory / f"{clip.stem}.{bitrate}bps.mp4", video_bitrate=bitrate)
+            before = work.score("sync", clip, item)["offset_frames"]
+            after = work.score("sync", reencoded, item)["offset_frames"]
+            checks.append(Check("re-encode", f"{item.id}: shift {injected:+d}, H.264 at {bitrate // 1000} kbit/s",
+                                f"offset {before:+.2f} → {after:+.2f} frames",
+                                f"moves ≤ {tolerance:g} frame", abs(after - before) <= tolerance))
+    return checks
+
+
+def check_noise(work: Workspace, items: list[SuiteItem]) -> list[Check]:
+    """Corpus WER over the readable items at each SNR, clean first; one check for the whole sequence."""
+    clean = {item.id: work.score("wer", work.puppet(item), item) for item in items}
+    readable = [item for item in items if clean[item.id]["wer"] <= work.config.readable_wer]
+    if not readable:
+        return [Check("noise", "all items", "no item readable by the ASR when clean",
+                      f"clean WER ≤ {work.config.readable_wer:g}", False)]
+    rates = [corpus_wer([clean[item.id] for item in readable])]
+    for snr in work.config.snrs_db:
+        scores = []
+        for item in readable:
+            noisy = rewrite_clip(work.puppet(item), work.directory / f"{item.id}.snr{snr:+g}.mp4",
+                                 audio=lambda audio, rate: add_noise(audio, snr, work.config.seed))
+            scores.append(work.score("wer", noisy, item))
+        rates.append(corpus_wer(scores))
+    labels = ["clean", *(f"{snr:g} dB" for snr in work.config.snrs_db)]
+    monotone = all(b >= a for a, b in zip(rates, rates[1:])) and rates[-1] > rates[0]
+    return [Check("noise", f"white noise, SNR {' → '.join(labels)} ({', '.join(i.id for i in readable)})",
+                  "WER " + " → ".join(f"{rate:.3f}" for rate in rates), "non-decreasing, last > clean", monotone)]
+
+
+def corpus_wer(scores: list[dict[str, Any]]) -> float:
+    return sum(s["errors"] for s in scores) / max(1, sum(s["reference_length"] for s in scores))
+
+
+def check_other_text(work: Workspace, items: list[SuiteItem], suite_items: list[SuiteItem]) -> list[Check]:
+    from mheval.metrics.normalize import error_counts
+
+    checks = []
+    for index, item in enumerate(items):
+        other = suite_items[(suite_items.index(item) + 1) % len(suite_items)]
+        transcript = work.score("wer", work.puppet(item), item)["detail"]["transcript"]
+        rate = error_counts(other.reference_text, transcript, item.language).rate
+        checks.append(Check("wrong text", f"{item.id} scored against {other.id}'s text", f"WER {rate:.3f}",
+                            f"≥ {work.config.other_text_min_wer:g}", rate >= work.config.other_text_min_wer))
+    return checks
+
+
+def check_blur(work: Workspace, item: SuiteItem) -> list[Check]:
+    clip = work.puppet(item)
+    sigma = work.config.blur_sigma
+    blurred = rewrite_clip(clip, work.directory / f"{clip.stem}.blur.mp4", frames=lambda f: gaussian_blur(f, sigma))
+    checks = []
+    for metric, column, rises in (("brisque", "brisque", True), ("technical", "sharpness", False),
+                                  ("technical", "temporal_flicker", False)):
+        before, after = work.score(metric, clip, item)[column], work.score(metric, blurred, item)[column]
+        checks.append(Check("blur", f"{item.id}: Gaussian blur σ={sigma:g} px",
+                            f"{column} {before:.3f} → {after:.3f}", "rises" if rises else "falls",
+                            after > before if rises else after < before))
+    return checks
+
+
+def check_frozen(work: Workspace, item: SuiteItem) -> list[Check]:
+    clip = work.puppet(item)
+    frozen = rewrite_clip(clip, work.directory / f"{clip.stem}.frozen.mp4", frames=freeze)
+    before, after = work.score("technical", clip, item), work.score("technical", frozen, item)
+    least = work.config.frozen_min_ratio
+    return [
+        Check("frozen", f"{item.id}: first frame repeated", f"frozen_ratio {before['frozen_ratio']:.3f} → "
+              f"{after['frozen_ratio']:.3f}", f"< {least:g} → ≥ {least:g}",
+              before["frozen_ratio"] < least <= after["frozen_ratio"]),
+        Check("frozen", f"{item.id}: first frame repeated", f"temporal_flicker {before['temporal_flicker']:.3f} → "
+              f"{after['temporal_flicker']:.3f}", "falls", after["temporal_flicker"] < before["temporal_flicker"]),
+    ]
+
+
+def check_repeatability(work: Workspace, item: SuiteItem, names: list[str]) -> list[Check]:
+    clip = work.puppet(item)
+    checks = []
+    for name in names:
+        first = work.score(name, clip, item)
+        second = create_metric(name, **work.metric(name).options).score(ClipContext(ClipMedia(clip), item, "puppet"))
+        checks.append(Check("repeat", f"{item.id} scored twice by {name}", "identical" if first == second
+                            else "differs", "identical", first == second))
+    return checks
+
+
+def validate(config: ValidateConfig, directory: Path) -> list[Check]:
+    suite_items = list(load_suite(config.suite).items)
+    items = suite_items[: config.items] if config.items else suite_items
+    work = Workspace(directory, config)
+    needed = ["sync", "brisque", "technical"] + (["wer"] if config.wer else [])
+    missing = [Check("setup", name, reason, "metric available", False)
+               for name in needed if (reason := work.metric(name).unavailable())]
+    if missing:
+        return missing
+    checks = check_sync_shifts(work, items) + check_reencode(work, items)
+    checks += check_blur(work, items[0]) + check_frozen(work, items[0])
+    if config.wer:
+        checks += check_noise(work, items) + check_other_text(work, items, suite_items)
+    return checks + check_repeatability(work, items[0], list(work.metrics))
+
+
+def print_checks(checks: list[Check], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mheval validate — injected vs measured")
+    for column in ("check", "injected", "measured", "bar", "result"):
+        table.add_column(column)
+    for check in checks:
+        table.add_row(check.group, check.injected, check.measured, check.bar,
+                      "[green]pass[/green]" if check.passed else "[red]FAIL[/red]")
+    console = console or Console()
+    console.print(table)
+    failed = sum(not check.passed for check in checks)
+    console.print(f"{len(checks) - failed}/{len(checks)} checks pass" + (f", {failed} FAIL" if failed else ""))
+
+
+def add_validate_parser(sub) -> None:
+    parser = sub.add_parser(
+        "validate", help="self-test the metrics on puppet clips with known perturbations",
+        description=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = ValidateConfig()
+    parser.add_argument("--suite", default=defaults.suite, help="suite whose items the puppet speaks (default smoke)")
+    parser.add_argument("--items", type=int, default=None, help="use the first N items (default all)")
+    parser.add_argument("--shift-step", type=int, default=1, help="test every Nth shift in −10…+10 frames")
+    parser.add_argument("--no-wer", action="store_true", help="skip the ASR checks (noise, wrong text)")
+    parser.add_argument("--asr", default=defaults.asr, help="Whisper model for WER (default base)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the generated clips in this directory")
+    parser.set_defaults(handler=cmd_validate)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = dataclasses.replace(ValidateConfig(), suite=args.suite, items=args.items, wer=not args.no_wer,
+                                 asr=args.asr, shifts=tuple(range(-10, 11, args.shift_step)))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        checks = validate(config, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="mheval-validate-") as directory:
+            checks = validate(config, Path(directory))
+    print_checks(checks)
+    return 0 if all(check.passed for check in checks) else 1
