@@ -201,9 +201,10 @@ class TurboVAED(nn.Module):
         return self.decoder.conv_in.conv.weight.dtype
 
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
-        """DiT-space latent -> decoder input z·std + mean (Wan2.2 statistics), in the model dtype."""
-        mean, inv_std = latent_statistics(self.dtype, z.device)
-        return z.to(self.dtype) / inv_std + mean
+        """DiT-space latent -> decoder input z·std + mean (Wan2.2 statistics), computed in float32 and cast to the
+        model dtype (a bf16 model then stays closest to the original's bf16 output)."""
+        mean, inv_std = latent_statistics(torch.float32, z.device)
+        return (z.float() / inv_std + mean).to(self.dtype)
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor, output_device: torch.device | None = None) -> torch.Tensor:
