@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.wan_vae import latent_statistics, per_frame, read_state_dict, unpatchify
+from model.wan_vae import channel_halves_to_frames, latent_statistics, per_frame, read_state_dict, unpatchify
 
 
 @dataclass
@@ -119,9 +119,7 @@ class WanResample(nn.Module):
 
     def forward(self, x, is_first_chunk: bool):
         if self.time_conv is not None:
-            b, c2, t, h, w = (y := self.time_conv(x)).shape
-            # channel halves -> consecutive frames: [B, 2C, T] -> [B, C, 2T]
-            x = y.view(b, 2, c2 // 2, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c2 // 2, 2 * t, h, w)
+            x = channel_halves_to_frames(self.time_conv(x))
             if is_first_chunk:                       # the first latent frame stands for a single video frame
                 x = x[:, :, 1:]
         return per_frame(self.resample, x)

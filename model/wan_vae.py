@@ -81,6 +81,12 @@ def unpatchify(x: torch.Tensor, p: int = PATCH_SIZE) -> torch.Tensor:
     return x.permute(0, 1, 4, 5, 3, 6, 2).reshape(b, cpp // (p * p), f, h * p, w * p)
 
 
+def channel_halves_to_frames(x: torch.Tensor) -> torch.Tensor:
+    """[B, 2C, T, H, W] -> [B, C, 2T, H, W]: frame 2t takes the first channel half of t, frame 2t+1 the second."""
+    b, c2, t, h, w = x.shape
+    return x.view(b, 2, c2 // 2, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c2 // 2, 2 * t, h, w)
+
+
 def per_frame(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Apply a 2-D layer to every frame of [B, C, T, H, W]."""
     b, _, t = x.shape[:3]
@@ -183,8 +189,7 @@ class Resample(nn.Module):
 
     def forward(self, x, first_chunk: bool):
         if self.mode == "upsample3d" and not first_chunk:
-            b, c2, t, h, w = (y := self.time_conv(x)).shape
-            x = y.view(b, 2, c2 // 2, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c2 // 2, 2 * t, h, w)
+            x = channel_halves_to_frames(self.time_conv(x))
         x = per_frame(self.resample, x)
         if self.mode == "downsample3d":
             last_frame = x[:, :, -1:].clone()
