@@ -20,10 +20,10 @@ from typing import Callable
 
 import torch
 
-from model.scheduler import (DEFAULT_SHIFT, SR_AUDIO_NOISE_SCALE, SR_NOISE_VALUE, FlowUniPCScheduler, ddim_step,
-                             flow_schedule, renoise_for_sr, sr_audio_input, upsample_video_latent)
 from model.dit import DiTModel
 from model.packing import inject_reference_image, pack, unpack
+from model.scheduler import (DEFAULT_SHIFT, SR_AUDIO_NOISE_SCALE, SR_NOISE_VALUE, FlowUniPCScheduler, ddim_step,
+                             flow_schedule, renoise_for_sr, sr_audio_input, upsample_video_latent)
 from model.text_encoder import TextEmbedding
 
 VIDEO_LATENT_CHANNELS = 48
@@ -35,7 +35,7 @@ PIXELS_PER_LATENT = 16
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, TextEmbedding], tuple[torch.Tensor, torch.Tensor]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class GuidanceConfig:
     """CFG scales (EvaluationConfig defaults); guidance is prompt vs. negative prompt."""
 
@@ -48,7 +48,7 @@ class GuidanceConfig:
     sr_early_video_scale: float = 2.0   # cfg_trick_value, capped at sr_video_scale
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplerConfig:
     num_steps: int = 32                 # br_num_inference_steps
     cfg_number: int = 2                 # 2: CFG + UniPC (base model); 1: no CFG, DDIM-style steps (distilled)
@@ -159,9 +159,10 @@ def _with_image(video: torch.Tensor, image_latent: torch.Tensor | None) -> torch
     return video if image_latent is None else inject_reference_image(video, image_latent)
 
 
-def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Draw on the generator's device, so CPU generators give the same numbers whatever device x is on."""
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+def _noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
+    """Standard normal drawn on the generator's device (a CPU generator gives the same numbers whatever the
+    target device), then moved to `device`."""
+    return torch.randn(shape, generator=generator, device=generator.device).to(device)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -194,8 +195,9 @@ def denoise(velocity_fn: VelocityFn, video: torch.Tensor, audio: torch.Tensor, t
             stage = "sr" if super_resolution else "base"
             on_step(StepState(stage, index, num_steps, timestep, video, audio, v_video, v_audio))
         if distilled:
-            video = ddim_step(v_video, video, sigmas[index], sigmas[index + 1], _randn_like(video, generator))
-            audio = ddim_step(v_audio, audio, sigmas[index], sigmas[index + 1], _randn_like(audio, generator))
+            sigma, sigma_next = sigmas[index], sigmas[index + 1]
+            video = ddim_step(v_video, video, sigma, sigma_next, _noise(video.shape, generator, video.device))
+            audio = ddim_step(v_audio, audio, sigma, sigma_next, _noise(audio.shape, generator, audio.device))
         else:
             video = video_scheduler.step(v_video, video)
             if not super_resolution:
@@ -212,8 +214,8 @@ def sample_base(velocity_fn: VelocityFn, text: TextEmbedding, negative_text: Tex
                 image_latent: torch.Tensor | None = None, on_step: StepCallback | None = None,
                 device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Base (or distilled) stage from pure noise: audio noise is drawn first, then video noise."""
-    audio = torch.randn(shape.audio, generator=generator, device=generator.device).to(device)
-    video = torch.randn(shape.video, generator=generator, device=generator.device).to(device)
+    audio = _noise(shape.audio, generator, device)
+    video = _noise(shape.video, generator, device)
     return denoise(velocity_fn, video, audio, text, negative_text, num_steps=config.num_steps,
                    cfg_number=config.cfg_number, super_resolution=False, guidance=config.guidance,
                    shift=config.shift, image_latent=image_latent, generator=generator, on_step=on_step)
@@ -230,8 +232,8 @@ def super_resolve(velocity_fn: VelocityFn, video: torch.Tensor, audio: torch.Ten
     `image_latent` is the reference image encoded at the SR resolution.
     """
     upsampled = upsample_video_latent(video, height, width)
-    video_noise = _randn_like(upsampled, generator)
-    audio_noise = _randn_like(audio, generator)
+    video_noise = _noise(upsampled.shape, generator, upsampled.device)
+    audio_noise = _noise(audio.shape, generator, audio.device)
     sr_video = renoise_for_sr(upsampled, video_noise, config.sr_noise_value)
     sr_audio = sr_audio_input(audio, audio_noise, config.sr_audio_noise_scale)
     sr_video, _ = denoise(velocity_fn, sr_video, sr_audio, text, negative_text, num_steps=config.sr_num_steps,

@@ -142,9 +142,12 @@ class TinyRandomTextEncoder(nn.Module):
         return prepare_text_features(self(self.tokenize(prompt)), target_length)
 
 
+TextEncoder = T5GemmaTextEncoder | TinyRandomTextEncoder
+
+
 def load_text_encoder(path: str | Path | None, device: str | torch.device = "cpu",
                       dtype: torch.dtype = torch.bfloat16,
-                      tiny: TinyTextEncoderConfig = TinyTextEncoderConfig()) -> T5GemmaTextEncoder | TinyRandomTextEncoder:
+                      tiny: TinyTextEncoderConfig = TinyTextEncoderConfig()) -> TextEncoder:
     """T5Gemma when `path` holds a transformers checkpoint, else the tiny random encoder (with a warning)."""
     if path is not None and (Path(path) / "config.json").is_file():
         return T5GemmaTextEncoder(path, device, dtype)
