@@ -73,8 +73,9 @@ class WeightNormConv(nn.Module):
 
     def __init__(self, weight_shape: tuple[int, ...], bias_channels: int | None, **conv_kwargs):
         super().__init__()
-        self.weight_g = nn.Parameter(torch.ones(weight_shape[0], 1, 1))
-        self.weight_v = nn.Parameter(torch.zeros(weight_shape))
+        direction = nn.init.kaiming_uniform_(torch.empty(weight_shape), a=math.sqrt(5))   # PyTorch's conv init
+        self.weight_v = nn.Parameter(direction)
+        self.weight_g = nn.Parameter(direction.norm(dim=(1, 2), keepdim=True))
         self.bias = nn.Parameter(torch.zeros(bias_channels)) if bias_channels else None
         self.conv_kwargs = conv_kwargs
 
