@@ -209,6 +209,7 @@ class AudioVAE(nn.Module):
         self.encoder = OobleckEncoder(encoder)
         self.decoder = OobleckDecoder(decoder)
         self.hop = math.prod(decoder.strides)                   # samples per latent frame (2048)
+        self.latent_dim = decoder.latent_dim                    # 64
 
     @classmethod
     def from_pretransform_config(cls, config: dict) -> "AudioVAE":
