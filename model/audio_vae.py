@@ -37,7 +37,6 @@ class OobleckConfig:
     strides: tuple[int, ...] = (2, 4, 4, 8, 8)
     latent_dim: int = 64            # encoder: 128 = mean ‖ scale
     io_channels: int = 2            # `in_channels` of the encoder, `out_channels` of the decoder
-    use_snake: bool = True
     final_tanh: bool = False
 
     @classmethod
@@ -47,7 +46,7 @@ class OobleckConfig:
         return cls(channels=config["channels"], c_mults=tuple(config["c_mults"]), strides=tuple(config["strides"]),
                    latent_dim=config["latent_dim"],
                    io_channels=config.get("in_channels", config.get("out_channels")),
-                   use_snake=True, final_tanh=config.get("final_tanh", False))
+                   final_tanh=config.get("final_tanh", False))
 
 
 # ---------------------------------------------------------------------------------------------------------------
