@@ -133,10 +133,6 @@ class ModalityGroups:
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return x.split(self.sizes)
 
-    def per_token(self, rows: torch.Tensor) -> torch.Tensor:
-        """[E, ...] per-expert rows → [N, ...] one row per grouped token."""
-        return rows.repeat_interleave(torch.tensor(self.sizes, device=rows.device), dim=0)
-
 
 @dataclass
 class SequenceContext:
@@ -163,9 +159,11 @@ class MultiModalityRMSNorm(nn.Module):
         y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
         scale = 1 + self.weight.float().view(self.num_experts, self.dim)
         if self.num_experts == 1:
-            return (y * scale[0]).to(x.dtype)
-        scale = groups.per_token(scale)  # [N, dim]
-        return (y * scale.view(len(y), *[1] * (y.dim() - 2), self.dim)).to(x.dtype)
+            y.mul_(scale[0])
+        else:
+            for y_e, scale_e in zip(groups.split(y), scale):
+                y_e.mul_(scale_e)
+        return y.to(x.dtype)
 
 
 class ExpertLinear(nn.Module):
@@ -184,19 +182,21 @@ class ExpertLinear(nn.Module):
         x, weight = x.to(ctx.compute_dtype), self.weight.to(ctx.compute_dtype)
         if self.num_experts == 1:
             return F.linear(x, weight).to(out_dtype)
-        chunks = [F.linear(xe, we) for xe, we in zip(ctx.groups.split(x), weight.chunk(self.num_experts))]
-        return torch.cat(chunks).to(out_dtype)
+        out = x.new_empty(len(x), len(weight) // self.num_experts)
+        for x_e, w_e, out_e in zip(ctx.groups.split(x), weight.chunk(self.num_experts), ctx.groups.split(out)):
+            torch.matmul(x_e, w_e.t(), out=out_e)
+        return out.to(out_dtype)
 
 
 def gelu7(x: torch.Tensor) -> torch.Tensor:
     x = x.clamp(max=7.0)
-    return x * torch.sigmoid(1.702 * x)
+    return torch.mul(x, 1.702).sigmoid_().mul_(x)
 
 
 def swiglu7(x: torch.Tensor) -> torch.Tensor:
     """[..., 2I] with gate on even and linear on odd features → [..., I]."""
     gate, linear = x[..., 0::2].clamp(max=7.0), x[..., 1::2].clamp(-7.0, 7.0)
-    return gate * torch.sigmoid(1.702 * gate) * (linear + 1)
+    return torch.mul(gate, 1.702).sigmoid_().mul_(gate).mul_(linear.add_(1))
 
 
 class FourierRope(nn.Module):
@@ -228,8 +228,12 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """Rotate-half on the first rope.shape[-1] dims of every head. x [L, H, D], rope [L, 2h] = [sin | cos]."""
     half = rope.shape[-1] // 2
     sin, cos = rope[:, None, :half], rope[:, None, half:]
-    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+    x1, x2 = x[..., :half], x[..., half : 2 * half]
+    out = torch.empty_like(x)
+    torch.mul(x1, cos, out=out[..., :half]).addcmul_(x2, sin, value=-1)
+    torch.mul(x2, cos, out=out[..., half : 2 * half]).addcmul_(x1, sin)
+    out[..., 2 * half :] = x[..., 2 * half :]
+    return out
 
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
