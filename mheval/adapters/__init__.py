@@ -22,6 +22,7 @@ ADAPTER_MODULES = (
     "mheval.adapters.puppet",
     "mheval.adapters.clips",
     "mheval.adapters.command",
+    "mheval.adapters.magihuman",
 )
 
 

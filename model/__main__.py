@@ -1,0 +1,117 @@
+"""`python -m model generate --prompt ... --out clip.mp4`: one clip from the daVinci-MagiHuman pipeline.
+
+Prints what it is about to do, a progress bar per stage, and the wall time of every stage at the end. Without
+--checkpoints it runs `magihuman-tiny-random` (random weights: the clip is noise of the right shape).
+`python -m model layout` prints the checkpoint directory layout; `python -m model presets` lists the presets.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from model.pipeline import (CHECKPOINT_LAYOUT, DEFAULT_HEIGHT, DEFAULT_PRESET, DEFAULT_SECONDS, DEFAULT_SEED,
+                            DEFAULT_WIDTH, FPS, PRESETS, MagiHumanPipeline, audio_samples, clip_shape,
+                            round_resolution)
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    prompt = parser.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="the (enhanced) prompt text")
+    prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
+    parser.add_argument("--image", type=Path, default=None, help="reference image: TI2V (default: T2V)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
+                        help=f"configuration (default {DEFAULT_PRESET})")
+    parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS, help=f"whole seconds (default {DEFAULT_SECONDS})")
+    parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help="base width, rounded down to a multiple of 32")
+    parser.add_argument("--height", type=int, default=DEFAULT_HEIGHT, help="base height, rounded down likewise")
+    parser.add_argument("--sr-width", type=int, default=None, help="SR presets: output width (default: the preset's)")
+    parser.add_argument("--sr-height", type=int, default=None, help="SR presets: output height")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"noise seed (default {DEFAULT_SEED})")
+    parser.add_argument("--checkpoints", type=Path, default=None,
+                        help="checkpoint directory (`python -m model layout`); omitted: tiny random weights")
+    parser.add_argument("--weights-seed", type=int, default=0, help="seed of the tiny random weights")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--offload", action="store_true", help="keep networks on the CPU between stages")
+    parser.add_argument("--decoder", choices=("turbo", "wan"), default="turbo", help="video decoder (default turbo)")
+    parser.add_argument("--out", type=Path, required=True, help="output .mp4")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+class StageProgress:
+    """One tqdm bar per stage: the denoising stages count steps, the others appear as single-step bars."""
+
+    def __init__(self, disable: bool = False):
+        self.disable = disable
+        self.bars: dict[str, tqdm] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total, desc=f"{stage:<16}", unit="step", file=sys.stderr,
+                                          disable=self.disable)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+
+def stage_table(timings: dict[str, float]) -> str:
+    width = max(map(len, timings), default=5)
+    lines = [f"{'stage':<{width}}  seconds"] + [f"{stage:<{width}}  {seconds:7.2f}" for stage, seconds in timings.items()]
+    return "\n".join(lines + [f"{'total':<{width}}  {sum(timings.values()):7.2f}"])
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    prompt = args.prompt if args.prompt is not None else args.prompt_file.read_text()
+    preset = PRESETS[args.preset]
+    shape = clip_shape(args.seconds, args.width, args.height)
+    if (args.sr_width is None) != (args.sr_height is None):
+        raise SystemExit("give both --sr-width and --sr-height, or neither")
+    sr_size = (args.sr_width, args.sr_height) if args.sr_width else preset.sr_size
+    options = {"preset": preset.name, "device": args.device, "offload": args.offload, "decoder": args.decoder}
+    if args.checkpoints is None:
+        print("no --checkpoints: using magihuman-tiny-random (RANDOM weights, the clip is noise)", file=sys.stderr)
+        pipeline = MagiHumanPipeline.tiny_random(seed=args.weights_seed, **options)
+    else:
+        print(f"loading checkpoints from {args.checkpoints} ...", file=sys.stderr)
+        pipeline = MagiHumanPipeline.from_checkpoints(args.checkpoints, **options)
+    width, height = round_resolution(args.width, args.height)
+    print(f"model {pipeline.label}, preset {preset.name} ({preset.description}), "
+          f"{'TI2V from ' + str(args.image) if args.image else 'T2V'}, device {pipeline.device}"
+          f"{', offload' if args.offload else ''}, seed {args.seed}", file=sys.stderr)
+    print(f"{args.seconds} s: {shape.pixel_frames} frames at {FPS} fps, {shape.frames} latent frames, "
+          f"{shape.audio_frames} audio latents ({audio_samples(shape.audio_frames)} samples at 44.1 kHz); "
+          f"base {width}x{height}" + (", SR {}x{}".format(*round_resolution(*sr_size)) if preset.sr_model else ""),
+          file=sys.stderr)
+    result = pipeline.generate(prompt, image=args.image, seconds=args.seconds, width=args.width, height=args.height,
+                               seed=args.seed, sr_size=sr_size, out=args.out,
+                               progress=StageProgress(disable=args.no_progress))
+    print(stage_table(result.timings))
+    frames, out_height, out_width, _ = result.frames.shape
+    print(f"wrote {args.out}: {frames} frames {out_width}x{out_height} at {result.fps} fps, "
+          f"{len(result.audio) / result.sample_rate:.3f} s of audio at {result.sample_rate} Hz")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_generate_arguments(sub.add_parser("generate", help="generate one clip"))
+    sub.add_parser("layout", help="print the checkpoint directory layout")
+    sub.add_parser("presets", help="list the presets")
+    args = parser.parse_args(argv)
+    if args.command == "layout":
+        print(CHECKPOINT_LAYOUT, end="")
+        return 0
+    if args.command == "presets":
+        for preset in PRESETS.values():
+            print(f"{preset.name:<9} {preset.description}")
+        return 0
+    return run_generate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
