@@ -106,6 +106,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _report_outcome(outcome)
 
 
+def add_generate_parser(sub) -> None:
+    # Arguments pass through unparsed ('+' prefix: '--x' is not an option here) so `mheval --help` never imports
+    # torch; `python -m model generate` parses them and prints its own help.
+    parser = sub.add_parser("generate", add_help=False, prefix_chars="+",
+                            help="one clip from the bundled daVinci-MagiHuman pipeline (python -m model generate; "
+                                 "--help for its options)")
+    parser.add_argument("arguments", nargs=argparse.REMAINDER)
+    parser.set_defaults(handler=cmd_generate)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from model.__main__ import main as model_main
+
+    return model_main(["generate", *args.arguments], prog="mheval")
+
+
 def _report_outcome(outcome) -> int:
     from rich.console import Console
 
@@ -186,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mheval", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (add_run_parser, add_report_parser, add_suites_parser, add_validate_parser):
+    for add in (add_run_parser, add_generate_parser, add_report_parser, add_suites_parser, add_validate_parser):
         add(sub)
     return parser
 
