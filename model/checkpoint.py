@@ -14,12 +14,14 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Optional
 
 import safetensors.torch
 import torch
 import zstandard
 from torch import nn
+
+from model.dit import DiTConfig, DiTModel, FourierRope
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -115,6 +117,20 @@ def load_checkpoint(module: nn.Module, directory: str | Path, strict: bool = Tru
             raise CheckpointError(f"checkpoint {directory} does not match the model:\n{report}")
         log.warning("checkpoint %s does not match the model:\n%s", directory, report)
     return report
+
+
+def load_dit(
+    directory: str | Path, cfg: Optional[DiTConfig] = None, device: str | torch.device = "cpu", strict: bool = True
+) -> DiTModel:
+    """The DiT built on the meta device (no allocation, no init) and materialised from a checkpoint directory;
+    buffers the checkpoint lacks are recomputed. Returns the model in eval mode on `device`."""
+    with torch.device("meta"):
+        model = DiTModel(cfg or DiTConfig())
+    load_checkpoint(model, directory, strict=strict)
+    for module in model.modules():
+        if isinstance(module, FourierRope) and module.bands.is_meta:
+            module.bands = module.default_bands()
+    return model.to(device).eval()
 
 
 def save_checkpoint(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -208,8 +208,12 @@ class FourierRope(nn.Module):
 
     def __init__(self, bands_per_axis: int, base: float):
         super().__init__()
-        bands = base ** (-torch.arange(bands_per_axis, dtype=torch.float64) / bands_per_axis)
-        self.register_buffer("bands", bands.float())
+        self.bands_per_axis, self.base = bands_per_axis, base
+        self.register_buffer("bands", self.default_bands())
+
+    def default_bands(self, device=None) -> torch.Tensor:
+        exponents = -torch.arange(self.bands_per_axis, dtype=torch.float64, device=device) / self.bands_per_axis
+        return (self.base**exponents).float()
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         coords = coords.float()
@@ -402,6 +406,7 @@ class DiTModel(nn.Module):
         for param in self.parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * std)
 
+    @torch.no_grad()  # inference only: the kernels write into preallocated outputs
     def forward(
         self,
         x: torch.Tensor,

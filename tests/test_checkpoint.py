@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from dit_fixture_utils import load_fixture, weight_tensors
+from dit_fixture_utils import load_fixture, pack_fixture_inputs, rel_err, weight_tensors
 from model.checkpoint import (
-    INDEX_FILE, CheckpointError, fixture_state_dict, load_checkpoint, save_checkpoint,
+    INDEX_FILE, CheckpointError, fixture_state_dict, load_checkpoint, load_dit, save_checkpoint,
 )
 from model.dit import DiTConfig, DiTModel
 
@@ -91,3 +91,15 @@ def test_index_naming_an_absent_tensor_fails(reference_state, tmp_path):
 def test_empty_directory_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_checkpoint(DiTModel(tiny_config()), tmp_path)
+
+
+@pytest.mark.parametrize("drop_bands", [False, True])
+def test_load_dit_materialises_a_meta_model(reference_state, tmp_path, drop_bands):
+    state = {k: v for k, v in reference_state.items() if not (drop_bands and k == "adapter.rope.bands")}
+    save_checkpoint(state, tmp_path, num_shards=3, compress=True)
+    model = load_dit(tmp_path, tiny_config())
+    assert not model.training and not any(t.is_meta for t in model.state_dict().values())
+    tensors, sidecar = load_fixture("dit_tiny")
+    with torch.no_grad():
+        velocity = model(*pack_fixture_inputs(tensors, sidecar).model_inputs())
+    assert rel_err(velocity, tensors["out_fp32.velocity_packed"]) <= 1e-5

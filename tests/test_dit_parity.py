@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from dit_fixture_utils import DIT_FIXTURES, build_fixture_model, load_fixture, pack_fixture_inputs, rel_err
-from model.dit import ModalityGroups
+from model.dit import ModalityGroups, attention
+from model.packing import local_attention_ranges
 
 FP32_TOL, BF16_TOL = 1e-5, 2e-2
 
@@ -80,3 +81,34 @@ def test_shuffled_token_order_gives_permuted_velocity(tmp_path):
     with torch.no_grad():
         shuffled = model(packed.x[perm], packed.coords_mapping[perm], packed.modality_mapping[perm])
     assert rel_err(shuffled, tensors["out_fp32.velocity_packed"][perm]) <= FP32_TOL
+
+
+def union_mask(q_ranges, k_ranges, length):
+    mask = torch.zeros(length, length, dtype=torch.bool)
+    for (q0, q1), (k0, k1) in zip(q_ranges.tolist(), k_ranges.tolist()):
+        mask[q0:q1, k0:k1] = True
+    return mask
+
+
+@pytest.mark.parametrize("receptive_field", [0, 1, 2, 11])
+def test_range_attention_equals_masked_softmax_over_the_union(receptive_field):
+    g = torch.Generator().manual_seed(receptive_field)
+    num_frames, per_frame, num_other = 5, 6, 9
+    num_video = num_frames * per_frame
+    length = num_video + num_other
+    q_ranges, k_ranges = local_attention_ranges(num_video, num_frames, length, receptive_field)
+    q, k, v = torch.randn(length, 4, 16, generator=g), torch.randn(length, 2, 16, generator=g), torch.randn(length, 2, 16, generator=g)
+    mine = attention(q, k, v, q_ranges, k_ranges)
+    mask = union_mask(q_ranges, k_ranges, length)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(0, 1), k.repeat_interleave(2, 1).transpose(0, 1), v.repeat_interleave(2, 1).transpose(0, 1),
+        attn_mask=mask).transpose(0, 1)
+    assert rel_err(mine, ref) <= 1e-6
+    if receptive_field < num_frames - 1:
+        assert rel_err(mine, attention(q, k, v)) > 1e-3  # the window really restricts the keys
+
+
+def test_ranges_must_cover_every_query():
+    q = torch.randn(10, 2, 8)
+    with pytest.raises(ValueError, match="without keys"):
+        attention(q, q, q, torch.tensor([[0, 6]]), torch.tensor([[0, 10]]))
