@@ -3,8 +3,8 @@
     python benchmarks/bench_dit.py [--layers 8] [--hidden 1024] [--seconds 5] [--repeats 3]
 
 The model is the released architecture scaled down (hidden 1024, head_dim 128 → 8 query / 2 KV heads, mm layers
-at both ends, GELU7 in the first two), fp32 compute and weights, on the real packing of a 448x256 clip (5 s: 3584 video + 126
-audio + 640 text = 4350 tokens). FLOPs counted: every matmul (adapter, block linears, heads: 2·m·n·k) and
+at both ends, GELU7 in the first two), fp32 compute and weights, on the real packing of a 448x256 clip (5 s:
+3584 video + 126 audio + 640 text = 4350 tokens). FLOPs counted: every matmul (adapter, block linears, heads: 2·m·n·k) and
 attention (QKᵀ and PV: 4·Lq·Lk·head_dim per query head). Norms, RoPE, activations and gating are not counted, so
 the ratio is conservative. The reference is the best of several [4096×1024]·[1024×4096] fp32 matmuls measured
 before and after the forwards; the forward is the best of `--repeats` timed runs after one warm-up. Both are

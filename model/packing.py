@@ -113,7 +113,8 @@ def local_attention_ranges(num_video: int, num_frames: int, length: int, recepti
     q_ranges, k_ranges = [], []
     for i in range(num_frames):
         q_ranges.append((i * per_frame, (i + 1) * per_frame))
-        k_ranges.append((max(0, (i - receptive_field) * per_frame), min(num_video, (i + receptive_field + 1) * per_frame)))
+        first, last = max(0, i - receptive_field), min(num_frames, i + receptive_field + 1)
+        k_ranges.append((first * per_frame, last * per_frame))
     q_ranges += [(0, num_video), (num_video, length)]
     k_ranges += [(num_video, length), (0, length)]
     return torch.tensor(q_ranges, dtype=torch.int32), torch.tensor(k_ranges, dtype=torch.int32)
@@ -171,7 +172,9 @@ def unpack(velocity: torch.Tensor, packed: PackedSequence) -> tuple[torch.Tensor
     """Packed model output [L, ≥192] → (video velocity [1, C, T, h, w], audio velocity [1, Na, Ca])."""
     num_video, num_audio = packed.num_video, packed.num_audio
     video_width = packed.video_shape[1] * packed.t_patch_size * packed.patch_size**2
-    video = unpatchify_video(velocity[:num_video, :video_width], packed.video_shape, packed.patch_size, packed.t_patch_size)
+    video = unpatchify_video(
+        velocity[:num_video, :video_width], packed.video_shape, packed.patch_size, packed.t_patch_size
+    )
     audio = velocity[num_video : num_video + num_audio, : packed.audio_shape[2]]
     return video, audio.reshape(packed.audio_shape)
 

@@ -97,7 +97,8 @@ def test_range_attention_equals_masked_softmax_over_the_union(receptive_field):
     num_video = num_frames * per_frame
     length = num_video + num_other
     q_ranges, k_ranges = local_attention_ranges(num_video, num_frames, length, receptive_field)
-    q, k, v = torch.randn(length, 4, 16, generator=g), torch.randn(length, 2, 16, generator=g), torch.randn(length, 2, 16, generator=g)
+    q = torch.randn(length, 4, 16, generator=g)
+    k, v = torch.randn(length, 2, 16, generator=g), torch.randn(length, 2, 16, generator=g)
     mine = attention(q, k, v, q_ranges, k_ranges)
     mask = union_mask(q_ranges, k_ranges, length)
     ref = torch.nn.functional.scaled_dot_product_attention(
