@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mheval.gate import add_baseline_parser, add_gate_parser
 from mheval.validate import add_validate_parser
 
 EXIT_OK = 0
@@ -202,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mheval", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (add_run_parser, add_generate_parser, add_report_parser, add_suites_parser, add_validate_parser):
+    for add in (add_run_parser, add_generate_parser, add_report_parser, add_suites_parser, add_validate_parser,
+                add_gate_parser, add_baseline_parser):
         add(sub)
     return parser
 

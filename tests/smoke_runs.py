@@ -1,0 +1,43 @@
+"""Real runs shared by the gate and dashboard tests: made once per test session (Whisper is the slow part)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from mheval.media import probe, read_audio, read_video, write_mp4
+from mheval.runner import RunRequest, run
+from mheval.store import RunStore
+
+
+def puppet_smoke_run(base: Path) -> Path:
+    """`mheval run --suite smoke --models puppet` with every metric, in `base/puppet-smoke` (made once)."""
+    directory = base / "puppet-smoke"
+    if not (directory / "manifest.json").exists():
+        run(RunRequest(suite="smoke", models=["puppet"], out=directory, progress=False))
+    return directory
+
+
+def add_noise(source: Path, target: Path, snr_db: float, seed: int = 0) -> None:
+    """Copy a clip with white noise added to its audio at `snr_db` (signal RMS over noise RMS); video unchanged."""
+    info = probe(source)
+    audio = read_audio(source, info.audio_sample_rate)
+    noise_rms = np.sqrt(np.mean(audio ** 2)) * 10 ** (-snr_db / 20)
+    noisy = audio + np.random.default_rng(seed).normal(0.0, noise_rms, audio.shape)
+    write_mp4(target, read_video(source), round(info.fps), noisy.astype(np.float32), info.audio_sample_rate)
+
+
+def export_clips(run_dir: Path, target: Path, degrade_language: str | None = None, snr_db: float = -6.0) -> Path:
+    """The clips of a run as `<item id>.mp4` files for the `clips` adapter, one language's audio drowned in noise."""
+    store = RunStore.open_existing(run_dir)
+    clips = store.clips().merge(store.items()[["suite", "item_id", "language"]], on=["suite", "item_id"])
+    store.close()
+    target.mkdir(parents=True, exist_ok=True)
+    for row in clips[clips.status == "ok"].itertuples():
+        destination = target / f"{row.item_id}.mp4"
+        if row.language == degrade_language:
+            add_noise(run_dir / row.path, destination, snr_db)
+        else:
+            shutil.copyfile(run_dir / row.path, destination)
+    return target

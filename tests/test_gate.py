@@ -1,0 +1,221 @@
+"""The CI gate: tolerance and paired-bootstrap verdicts on synthetic prompts, then real puppet runs with Whisper."""
+import json
+import shutil
+import sqlite3
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mheval.cli import main
+from mheval.gate import (EXIT_CANNOT_COMPARE, EXIT_PASS, EXIT_REGRESSION, IMPROVED, MISSING, NEW, PASS,
+                         PROMPT_COLUMNS, REGRESSION, CannotCompare, GateOutcome, MetricScores, Tolerance,
+                         check_comparable, compare_prompts, gate, junit, markdown)
+from mheval.runner import RunRequest, run
+from smoke_runs import export_clips, puppet_smoke_run
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED_BASELINE = REPO / "baselines" / "smoke-puppet.json"
+
+
+def prompts(model: str, language: str, values, weights=None, prefix: str = "") -> pd.DataFrame:
+    values = np.asarray(values, dtype=float)
+    weights = np.full(len(values), 10.0) if weights is None else np.asarray(weights, dtype=float)
+    ids = [f"{prefix}{language}-{i:02d}" for i in range(len(values))]
+    return pd.DataFrame({"model": model, "language": language, "item_id": ids, "item_sha256": [f"h{i}" for i in ids],
+                         "value": values, "weight": weights}, columns=PROMPT_COLUMNS)
+
+
+def verdicts(rows) -> dict:
+    return {(row.model, row.language): row.verdict for row in rows}
+
+
+# -- tolerance and verdicts (no Whisper) ------------------------------------------------------------------------------
+
+def test_tolerance_parses_both_parts_keeps_defaults_and_rejects_nonsense():
+    assert Tolerance.parse("abs=0.05,rel=0.2") == Tolerance(0.05, 0.2)
+    assert Tolerance.parse("rel=0.3") == Tolerance(Tolerance.absolute, 0.3)
+    assert Tolerance(0.02, 0.1).threshold(0.5) == pytest.approx(0.05)
+    assert Tolerance(0.02, 0.1).threshold(0.1) == pytest.approx(0.02)
+    for bad in ("abs=x", "foo=1", "abs=-0.1", "0.1"):
+        with pytest.raises(ValueError):
+            Tolerance.parse(bad)
+
+
+def test_clear_regression_fails_its_language_only():
+    rng = np.random.default_rng(1)
+    base_de, base_en = rng.uniform(0.1, 0.3, 20), rng.uniform(0.1, 0.3, 20)
+    baseline = pd.concat([prompts("m", "de", base_de), prompts("m", "en", base_en)])
+    run_ = pd.concat([prompts("m", "de", base_de + 0.3), prompts("m", "en", base_en + rng.normal(0, 0.01, 20))])
+    rows = compare_prompts(baseline, run_, lower_is_better=True, tolerance=Tolerance())
+    assert verdicts(rows) == {("m", "de"): REGRESSION, ("m", "en"): PASS}
+    de = rows[0]
+    assert de.delta.value == pytest.approx(0.3) and de.delta.n == 20 and de.delta.low > de.threshold
+
+
+def test_difference_carried_by_one_prompt_is_not_confident_enough_to_fail():
+    baseline = prompts("m", "de", np.full(20, 0.1))
+    worse = np.full(20, 0.1)
+    worse[3] = 1.0  # mean change 0.045 > tolerance 0.02, but 36% of resamples leave that prompt out
+    [row] = compare_prompts(baseline, prompts("m", "de", worse), lower_is_better=True, tolerance=Tolerance())
+    assert row.delta.value == pytest.approx(0.045) and row.delta.value > row.threshold
+    assert row.delta.low <= row.threshold and row.verdict == PASS
+
+
+def test_higher_is_better_metrics_regress_downwards_and_improvements_are_reported():
+    baseline = pd.concat([prompts("m", "de", np.full(10, 0.8)), prompts("m", "en", np.full(10, 0.5))])
+    run_ = pd.concat([prompts("m", "de", np.full(10, 0.5)), prompts("m", "en", np.full(10, 0.8))])
+    assert verdicts(compare_prompts(baseline, run_, lower_is_better=False, tolerance=Tolerance())) == {
+        ("m", "de"): REGRESSION, ("m", "en"): IMPROVED}
+    assert verdicts(compare_prompts(baseline, run_, lower_is_better=True, tolerance=Tolerance())) == {
+        ("m", "de"): IMPROVED, ("m", "en"): REGRESSION}
+
+
+def test_single_shared_prompt_decides_on_the_point_difference():
+    [row] = compare_prompts(prompts("m", "de", [0.2]), prompts("m", "de", [0.5]), True, Tolerance())
+    assert row.single_prompt and row.verdict == REGRESSION
+    [row] = compare_prompts(prompts("m", "de", [0.2]), prompts("m", "de", [0.21]), True, Tolerance())
+    assert row.single_prompt and row.verdict == PASS
+
+
+def test_missing_and_new_rows_and_changed_prompts_are_warnings_not_failures():
+    baseline = pd.concat([prompts("m", "de", [0.1, 0.2, 0.3]), prompts("gone", "de", [0.1, 0.2])])
+    changed = prompts("m", "de", [0.1, 0.2, 0.3])
+    changed.loc[2, "item_sha256"] = "edited"
+    run_ = pd.concat([changed, prompts("m", "de", [0.4], prefix="extra-"), prompts("fresh", "fr", [0.5])])
+    rows = compare_prompts(baseline, run_, True, Tolerance())
+    assert verdicts(rows) == {("fresh", "fr"): NEW, ("gone", "de"): MISSING, ("m", "de"): PASS}
+    notes = " ".join(next(row for row in rows if row.model == "m").notes)
+    assert "only in the run: extra-de-00" in notes and "text changed since the baseline: de-02" in notes
+    assert next(row for row in rows if row.model == "m").delta.n == 2
+    assert GateOutcome("wer", Tolerance(), rows).exit_code == EXIT_PASS
+
+
+def scored(asr=None, normalizer="1", version="1+norm1", config_hash="c1", suite="smoke") -> MetricScores:
+    asr = {"model": "whisper-base", "weights_sha256": "aa", "converter_version": 1, "decoding": {"beam_size": 5},
+           "torch": "2.14.1", **(asr or {})}
+    scorer = {"metric_version": version, "config_hash": config_hash, "normalizer": normalizer, "asr": asr}
+    return MetricScores("wer", suite, prompts("m", "de", [0.1]), scorer)
+
+
+@pytest.mark.parametrize("changed, message", [
+    (dict(asr={"model": "whisper-tiny", "weights_sha256": "bb"}), "the ASR model changed: baseline whisper-base"),
+    (dict(asr={"weights_sha256": "bb"}), "the ASR model changed"),
+    (dict(asr={"decoding": {"beam_size": 1}}), "the ASR decoding settings changed: beam_size: 5 → 1"),
+    (dict(normalizer="2", version="1+norm2"), "the text normaliser changed: baseline 1, run 2"),
+    (dict(version="2+norm1"), "the wer metric version changed"),
+    (dict(config_hash="c2"), "the wer configuration changed"),
+    (dict(suite="multilingual"), "the suite changed"),
+])
+def test_scoring_changes_are_refused_with_the_reason(changed, message):
+    with pytest.raises(CannotCompare, match=message.replace("(", r"\(")):
+        check_comparable(scored(), scored(**changed))
+
+
+def test_minor_asr_differences_are_warnings():
+    assert check_comparable(scored(), scored()) == []
+    assert check_comparable(scored(), scored(asr={"torch": "2.15.0"})) == [
+        "ASR torch differs: baseline 2.14.1, run 2.15.0"]
+
+
+def test_markdown_and_junit_report_each_row():
+    baseline = pd.concat([prompts("m", "de", np.full(5, 0.1)), prompts("m", "en", np.full(5, 0.1))])
+    run_ = pd.concat([prompts("m", "de", np.full(5, 0.5)), prompts("m", "en", np.full(5, 0.1))])
+    outcome = GateOutcome("wer", Tolerance(), compare_prompts(baseline, run_, True, Tolerance()), ["a warning"])
+    assert outcome.exit_code == EXIT_REGRESSION and outcome.headline.startswith("FAIL: 1 wer regression")
+    text = markdown(outcome)
+    assert "| m | de | 5 | 0.100 | 0.500 | +0.400 [+0.400, +0.400] | 0.020 | **regression** |" in text and "- a warning" in text
+    suite = ET.fromstring(junit(outcome)).find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "1", "0")
+    assert suite.find("testcase[@name='de']/failure") is not None
+    refused = GateOutcome("wer", Tolerance(), refusal="the ASR model changed")
+    assert refused.exit_code == EXIT_CANNOT_COMPARE
+    assert ET.fromstring(junit(refused)).find("testsuite/testcase/error").get("message") == "the ASR model changed"
+
+
+# -- real runs: puppet clips scored by Whisper ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    return puppet_smoke_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def baseline(smoke_run, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("baseline") / "smoke-puppet.json"
+    assert main(["baseline", "write", "--run", str(smoke_run), "--out", str(path)]) == EXIT_PASS
+    return path
+
+
+@pytest.mark.slow
+def test_baseline_holds_per_prompt_errors_and_what_scored_them(smoke_run, baseline):
+    document = json.loads(baseline.read_text())
+    connection = sqlite3.connect(smoke_run / "run.sqlite")
+    scores = {item: json.loads(fields) for item, fields in connection.execute(
+        "SELECT clips.item_id, scores.fields FROM clips JOIN scores ON scores.clip_sha256 = clips.sha256 "
+        "WHERE scores.metric = 'wer'")}
+    detail = json.loads(connection.execute("SELECT detail FROM scores WHERE metric = 'wer'").fetchone()[0])
+    connection.close()
+    assert {(row["model"], row["language"]) for row in document["rows"]} == {
+        ("puppet", "de"), ("puppet", "en"), ("puppet", "fr"), ("puppet", "zh")}
+    for row in document["rows"]:
+        for item_id, prompt in row["prompts"].items():
+            assert prompt["reference_length"] == scores[item_id]["reference_length"]
+            assert prompt["wer"] * prompt["reference_length"] == pytest.approx(scores[item_id]["errors"])
+    assert document["scorer"]["asr"]["weights_sha256"] == detail["asr"]["weights_sha256"]
+    assert document["scorer"]["normalizer"] == detail["normalizer"]
+
+
+@pytest.mark.slow
+def test_fresh_run_passes_against_the_committed_baseline(smoke_run, tmp_path, capsys):
+    markdown_file, junit_file = tmp_path / "gate.md", tmp_path / "gate.xml"
+    code = main(["gate", "--run", str(smoke_run), "--baseline", str(COMMITTED_BASELINE),
+                 "--markdown", str(markdown_file), "--junit", str(junit_file)])
+    assert code == EXIT_PASS, capsys.readouterr().out
+    assert "PASS" in markdown_file.read_text()
+    suite = ET.parse(junit_file).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "0", "0")
+
+
+@pytest.mark.slow
+def test_noise_on_the_german_clip_fails_german_only(smoke_run, baseline, tmp_path, capsys):
+    clips = export_clips(smoke_run, tmp_path / "clips", degrade_language="de", snr_db=-6.0)
+    run(RunRequest(suite="smoke", models=[f"puppet=clips:{clips}"], out=tmp_path / "run", metrics=["wer"],
+                   progress=False))
+    outcome = gate(tmp_path / "run", baseline)
+    assert verdicts(outcome.rows) == {("puppet", "de"): REGRESSION, ("puppet", "en"): PASS,
+                                      ("puppet", "fr"): PASS, ("puppet", "zh"): PASS}
+    assert main(["gate", "--run", str(tmp_path / "run"), "--baseline", str(baseline)]) == EXIT_REGRESSION
+    assert "FAIL: 1 wer regression(s)" in capsys.readouterr().out
+
+
+def rewrite_wer_details(run_dir: Path, change) -> None:
+    connection = sqlite3.connect(run_dir / "run.sqlite")
+    rows = connection.execute("SELECT rowid, detail FROM scores WHERE metric = 'wer'").fetchall()
+    for rowid, detail in rows:
+        detail = json.loads(detail)
+        change(detail)
+        connection.execute("UPDATE scores SET detail = ? WHERE rowid = ?", (json.dumps(detail), rowid))
+    connection.commit()
+    connection.close()
+
+
+@pytest.mark.slow
+def test_run_scored_by_another_asr_model_is_refused(smoke_run, baseline, tmp_path, capsys):
+    copy = tmp_path / "other-asr"
+    shutil.copytree(smoke_run, copy)
+    rewrite_wer_details(copy, lambda d: d["asr"].update(model="whisper-tiny", weights_sha256="0" * 64))
+    assert main(["gate", "--run", str(copy), "--baseline", str(baseline)]) == EXIT_CANNOT_COMPARE
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "the ASR model changed: baseline whisper-base" in out and "run whisper-tiny" in out
+
+
+@pytest.mark.slow
+def test_run_scored_with_another_normaliser_is_refused(smoke_run, baseline, tmp_path, capsys):
+    copy = tmp_path / "other-normaliser"
+    shutil.copytree(smoke_run, copy)
+    rewrite_wer_details(copy, lambda d: d.update(normalizer="999"))
+    assert main(["gate", "--run", str(copy), "--baseline", str(baseline)]) == EXIT_CANNOT_COMPARE
+    assert "the text normaliser changed" in capsys.readouterr().out.replace("\n", " ")
