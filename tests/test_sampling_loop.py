@@ -51,3 +51,11 @@ def test_sampling_matches_the_original(run, dit):
     assert rel_err(result.video, REF[f"{run}.final_video"]) <= TOLERANCE
     assert rel_err(result.audio, REF[f"{run}.final_audio"]) <= TOLERANCE
     assert set(result.stage_seconds) == ({"base denoising", "super-resolution"} if with_sr else {"base denoising"})
+
+
+def test_latent_sizes_follow_the_spec():
+    """Spec 3.4/4.7: 4 s gives Na = 101, T = 26, 101 pixel frames; sides round down to multiples of 32 pixels."""
+    shape = LatentShape.for_request(4, 448, 256)
+    assert (shape.audio_frames, shape.frames, shape.pixel_frames) == (101, 26, 101)
+    assert (shape.height, shape.width) == (16, 28)
+    assert [latent_side(pixels) for pixels in (272, 512, 896, 1088, 1920)] == [16, 32, 56, 68, 120]
