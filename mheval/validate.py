@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -212,7 +213,8 @@ def check_repeatability(work: Workspace, item: SuiteItem, names: list[str]) -> l
     return checks
 
 
-def validate(config: ValidateConfig, directory: Path) -> list[Check]:
+def iter_checks(config: ValidateConfig, directory: Path) -> Iterator[Check]:
+    """Every check, group by group as each finishes (the ASR groups take minutes on a CPU)."""
     suite_items = list(load_suite(config.suite).items)
     items = suite_items[: config.items] if config.items else suite_items
     work = Workspace(directory, config)
@@ -220,12 +222,25 @@ def validate(config: ValidateConfig, directory: Path) -> list[Check]:
     missing = [Check("setup", name, reason, "metric available", False)
                for name in needed if (reason := work.metric(name).unavailable())]
     if missing:
-        return missing
-    checks = check_sync_shifts(work, items) + check_reencode(work, items)
-    checks += check_blur(work, items[0]) + check_frozen(work, items[0])
+        yield from missing
+        return
+    yield from check_sync_shifts(work, items)
+    yield from check_reencode(work, items)
+    yield from check_blur(work, items[0])
+    yield from check_frozen(work, items[0])
     if config.wer:
-        checks += check_noise(work, items) + check_other_text(work, items, suite_items)
-    return checks + check_repeatability(work, items[0], list(work.metrics))
+        yield from check_noise(work, items)
+        yield from check_other_text(work, items, suite_items)
+    yield from check_repeatability(work, items[0], list(work.metrics))
+
+
+def validate(config: ValidateConfig, directory: Path, progress: Callable[[Check], None] = lambda check: None,
+             ) -> list[Check]:
+    checks = []
+    for check in iter_checks(config, directory):
+        progress(check)
+        checks.append(check)
+    return checks
 
 
 def print_checks(checks: list[Check], console=None) -> None:
@@ -242,6 +257,11 @@ def print_checks(checks: list[Check], console=None) -> None:
     console.print(table)
     failed = sum(not check.passed for check in checks)
     console.print(f"{len(checks) - failed}/{len(checks)} checks pass" + (f", {failed} FAIL" if failed else ""))
+
+
+def print_progress(check: Check) -> None:
+    print(f"{'pass' if check.passed else 'FAIL'}  {check.group}: {check.injected} → {check.measured}",
+          file=sys.stderr, flush=True)
 
 
 def add_validate_parser(sub) -> None:
@@ -263,9 +283,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
                                  asr=args.asr, shifts=tuple(range(-10, 11, args.shift_step)))
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        checks = validate(config, args.keep)
+        checks = validate(config, args.keep, progress=print_progress)
     else:
         with tempfile.TemporaryDirectory(prefix="mheval-validate-") as directory:
-            checks = validate(config, Path(directory))
+            checks = validate(config, Path(directory), progress=print_progress)
     print_checks(checks)
     return 0 if all(check.passed for check in checks) else 1

@@ -38,7 +38,7 @@ def test_cli_prints_the_table_and_exits_zero(capsys):
 
 def test_failing_bar_gives_exit_code_one(monkeypatch):
     monkeypatch.setattr("mheval.validate.validate",
-                        lambda config, directory: [Check("sync shift", "x", "y", "z", False)])
+                        lambda config, directory, progress: [Check("sync shift", "x", "y", "z", False)])
     assert main(["validate", "--no-wer"]) == 1
 
 

@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 from mheval.media import ClipMedia
 from mheval.suites import SuiteItem
 
-METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual")
+METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
+                  "mheval.metrics.speed")
 
 
 class NotApplicable(Exception):

@@ -9,9 +9,10 @@ Pipeline (per clip):
    opening mouth shows its dark cavity) is than the whole face, so global lighting changes cancel out.
 3. Speech envelope per frame: log RMS of the audio in a 50 ms window centred on the frame's display interval, and
    an energy voice-activity detector on it (above both the noise floor + 12 dB and the loudest level − 35 dB).
-4. Pearson correlation of mouth[t] with envelope[t + lag] for every lag in ±`max_offset_frames`, on the frames
-   within `context_frames` of speech (speech onsets and ends carry most of the timing); the best lag is refined to
-   a fraction of a frame with a parabola through the peak and its neighbours.
+4. Both signals lose their 1-second moving average (slow lighting and pose drift; the 2–7 Hz band where mouth
+   motion follows the voice is kept). Pearson correlation of mouth[t] with envelope[t + lag] for every lag in
+   ±`max_offset_frames`, on the frames within `context_frames` of speech (speech onsets and ends carry most of the
+   timing); the best lag is refined to a fraction of a frame with a parabola through the peak and its neighbours.
 
 Sign convention: `offset_ms` > 0 means the audio comes LATER than the mouth (audio lags video), the same sign as the
 puppet adapter's `shift_ms`; < 0 means the sound leads the lips. Natural speech is not at 0: the mouth typically
@@ -53,6 +54,7 @@ class SyncConfig:
     min_face_fraction: float = 0.5     # of sampled frames with a face, else "not applicable"
     min_speech_seconds: float = 0.5
     context_frames: int = 15           # frames around speech that enter the correlation
+    detrend_seconds: float = 1.0       # moving average removed from both signals (slow lighting / pose drift)
     vad_above_floor_db: float = 12.0
     vad_below_peak_db: float = 35.0
 
@@ -65,7 +67,7 @@ def find_cascade() -> Path | None:
 @register
 class AudioVideoSync(Metric):
     name = "sync"
-    version = "1"
+    version = "2"
     inputs = ("video", "audio")
     fields = ("abs_offset_ms", "offset_ms", "offset_frames", "confidence", "corr_at_zero", "corr_at_peak",
               "silent_mouth_motion", "speech_seconds", "face_fraction")
@@ -110,7 +112,9 @@ class AudioVideoSync(Metric):
             raise NotApplicable(f"no speech ({speech.sum() / fps:.2f} s of voice activity)")
         mouth = mouth_openness(frames, boxes)
         window = dilate(speech, cfg.context_frames)
-        correlations = lagged_correlations(mouth, envelope, window, cfg.max_offset_frames)
+        width = max(1, int(round(cfg.detrend_seconds * fps)))
+        correlations = lagged_correlations(detrend(mouth, width), detrend(envelope, width), window,
+                                           cfg.max_offset_frames)
         lag = refine_peak(correlations) - cfg.max_offset_frames
         offset_ms = 1000.0 * lag / fps
         return {
@@ -208,6 +212,14 @@ def voice_activity(envelope_db: np.ndarray, cfg: SyncConfig) -> np.ndarray:
 def dilate(mask: np.ndarray, frames: int) -> np.ndarray:
     kernel = np.ones(2 * frames + 1)
     return np.convolve(mask.astype(float), kernel, mode="same") > 0
+
+
+def detrend(signal: np.ndarray, width: int) -> np.ndarray:
+    """The signal minus its centred moving average over `width` frames (a high-pass below about fps/width Hz)."""
+    if width <= 1:
+        return signal
+    padded = np.pad(signal, (width // 2, width - 1 - width // 2), mode="edge")
+    return signal - np.convolve(padded, np.ones(width) / width, mode="valid")
 
 
 def lagged_correlations(mouth: np.ndarray, envelope: np.ndarray, window: np.ndarray, max_lag: int) -> np.ndarray:
