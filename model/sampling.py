@@ -23,7 +23,7 @@ import torch
 from model.dit import DiTModel
 from model.packing import inject_reference_image, pack, unpack
 from model.scheduler import (DEFAULT_SHIFT, SR_AUDIO_NOISE_SCALE, SR_NOISE_VALUE, FlowUniPCScheduler, ddim_step,
-                             flow_schedule, renoise_for_sr, sr_audio_input, upsample_video_latent)
+                             renoise_for_sr, sr_audio_input, upsample_video_latent)
 from model.text_encoder import TextEmbedding
 
 VIDEO_LATENT_CHANNELS = 48
@@ -180,8 +180,8 @@ def denoise(velocity_fn: VelocityFn, video: torch.Tensor, audio: torch.Tensor, t
     audio (needs `generator`); everything else takes UniPC steps, and the audio is held fixed during SR.
     """
     distilled = cfg_number == 1 and not super_resolution
-    sigmas, timesteps = flow_schedule(num_steps, shift)
     video_scheduler, audio_scheduler = FlowUniPCScheduler(num_steps, shift), FlowUniPCScheduler(num_steps, shift)
+    sigmas, timesteps = video_scheduler.sigmas, video_scheduler.timesteps
     frame_scale = sr_video_scale(video.shape[2], guidance).to(video.device) if super_resolution else None
     for index, timestep in enumerate(timesteps.tolist()):
         video = _with_image(video, image_latent)
