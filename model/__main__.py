@@ -24,7 +24,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=Path, default=None, help="reference image: TI2V (default: T2V)")
     parser.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
                         help=f"configuration (default {DEFAULT_PRESET})")
-    parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS, help=f"whole seconds (default {DEFAULT_SECONDS})")
+    parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS,
+                        help=f"whole seconds (default {DEFAULT_SECONDS})")
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help="base width, rounded down to a multiple of 32")
     parser.add_argument("--height", type=int, default=DEFAULT_HEIGHT, help="base height, rounded down likewise")
     parser.add_argument("--sr-width", type=int, default=None, help="SR presets: output width (default: the preset's)")
@@ -59,8 +60,9 @@ class StageProgress:
 
 def stage_table(timings: dict[str, float]) -> str:
     width = max(map(len, timings), default=5)
-    lines = [f"{'stage':<{width}}  seconds"] + [f"{stage:<{width}}  {seconds:7.2f}" for stage, seconds in timings.items()]
-    return "\n".join(lines + [f"{'total':<{width}}  {sum(timings.values()):7.2f}"])
+    rows = [("stage", "seconds"), *((stage, f"{seconds:7.2f}") for stage, seconds in timings.items()),
+            ("total", f"{sum(timings.values()):7.2f}")]
+    return "\n".join(f"{stage:<{width}}  {seconds:>7}" for stage, seconds in rows)
 
 
 def run_generate(args: argparse.Namespace) -> int:

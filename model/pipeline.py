@@ -11,8 +11,8 @@ Stages, each timed (wall clock, device synchronised), in the original's order:
     audio decode       Oobleck VAE → 51.2 kHz stereo, FFT-resampled to 44.1 kHz
     write mp4          H.264 + AAC (only when an output path is given)
 
-Sizes: a clip of s seconds has Na = 25s+1 audio latents, T = ⌊25s/4⌋+1 latent frames and F = 4(T−1)+1 video frames;
-pixel sizes round down to multiples of 32. Noise comes from one CPU generator seeded with `seed`, drawn in the
+Sizes: a clip of s seconds has Na = 25s+1 audio latents, T = ⌊25s/4⌋+1 latent frames and F = 4(T−1)+1 video
+frames; pixel sizes round down to multiples of 32. Noise comes from one CPU generator seeded with `seed`, drawn in the
 original's order (see model.sampling).
 
 Two ways to get the components:
@@ -44,8 +44,9 @@ from torch import nn
 from model.audio_vae import OUTPUT_SAMPLE_RATE, AudioVAE, OobleckConfig, load_audio_vae
 from model.checkpoint import load_checkpoint
 from model.dit import DiTConfig, DiTModel, FourierRope
-from model.sampling import (BASE_SAMPLER, DISTILL_SAMPLER, PIXELS_PER_LATENT, LatentShape, SamplerConfig,
-                            SamplingResult, StepState, VelocityFn, dit_velocity_fn, generate_latents, latent_side)
+from model.sampling import (AUDIO_LATENTS_PER_SECOND, BASE_SAMPLER, DISTILL_SAMPLER, PIXELS_PER_LATENT,
+                            LatentShape, SamplerConfig, SamplingResult, StepState, VelocityFn, dit_velocity_fn,
+                            generate_latents, latent_side)
 from model.text_encoder import (NEGATIVE_PROMPT, T5GemmaTextEncoder, TextEmbedding, TextEncoder,
                                 TinyRandomTextEncoder, TinyTextEncoderConfig)
 from model.turbo_vaed import TurboVAED, TurboVAEDConfig, load_turbo_vaed
@@ -124,8 +125,8 @@ def round_resolution(width: int, height: int) -> tuple[int, int]:
 
 
 def audio_samples(audio_latents: int) -> int:
-    """Length of the 44.1 kHz waveform decoded from Na latents (2048 samples each at 51.2 kHz)."""
-    return int(audio_latents * 2048 * OUTPUT_SAMPLE_RATE / 51_200)
+    """Length of the 44.1 kHz waveform decoded from Na latents: each is 40 ms (2048 samples at 51.2 kHz)."""
+    return audio_latents * OUTPUT_SAMPLE_RATE // AUDIO_LATENTS_PER_SECOND
 
 
 # ---------------------------------------------------------------------------------------------------------------
