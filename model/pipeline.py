@@ -374,10 +374,12 @@ class MagiHumanPipeline:
         if decoder not in ("turbo", "wan"):
             raise ValueError(f"decoder must be 'turbo' or 'wan', got {decoder!r}")
         if decoder == "turbo" and components.turbo_vaed is None:
+            if components.wan_vae is None:
+                raise ValueError("no video decoder: neither Turbo-VAED nor the Wan2.2 VAE is loaded")
             log.warning("no Turbo-VAED: decoding video with the Wan2.2 decoder")
             decoder = "wan"
         if decoder == "wan" and components.wan_vae is None:
-            raise ValueError("the Wan2.2 decoder was asked for, but no Wan2.2 VAE is loaded")
+            raise ValueError("decoder 'wan' needs the Wan2.2 VAE, which is not loaded")
         self.decoder = decoder
         self.device = torch.device(device) if device is not None else default_device()
         self.residency = Residency(self.device, offload)
@@ -473,7 +475,7 @@ class MagiHumanPipeline:
         with self._stage("text encoding", timings, progress):
             text, negative_text = self.encode_text(prompt)
         image_latent = sr_image_latent = None
-        if image is not None:
+        if image is not None:   # both resolutions up front: encoding draws no noise, so the RNG order is kept
             with self._stage("image encoding", timings, progress):
                 image_latent = self.encode_image(image, *_pixels(shape.width, shape.height))
                 if sr_shape is not None:

@@ -126,6 +126,19 @@ def test_tiny_ti2v_with_super_resolution(tmp_path):
     assert result.latents.video.shape[-2:] == (latent_side(96), latent_side(160))
 
 
+def test_wan_decoder_is_the_fallback(tmp_path):
+    components = replace(tiny_random_components(PRESETS["distill"]), turbo_vaed=None)
+    pipe = MagiHumanPipeline(components, "distill", device="cpu")
+    assert pipe.decoder == "wan"
+    result = pipe.generate("A man says: hello.", seconds=1, width=64, height=64, out=tmp_path / "wan.mp4")
+    _check_clip(tmp_path / "wan.mp4", result, 1, 64, 64)
+    assert np.array_equal(result.frames, pipe.decode_video(result.latents.video))
+    with pytest.raises(ValueError, match="no video decoder"):
+        MagiHumanPipeline(replace(components, wan_vae=None), "distill", device="cpu")
+    with pytest.raises(ValueError, match="needs the Wan2.2 VAE"):
+        MagiHumanPipeline(replace(components, wan_vae=None), "distill", device="cpu", decoder="wan")
+
+
 def test_same_seed_same_latents_other_seed_other_latents():
     pipe = MagiHumanPipeline.tiny_random("distill", device="cpu")
     text, negative = pipe.encode_text("A man says: hello.")
