@@ -7,15 +7,13 @@ and listing the module in `ADAPTER_MODULES`. On the command line a model is `[LA
 """
 from __future__ import annotations
 
-import hashlib
-import importlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mheval.metrics import WeightFile
+from mheval.registry import Registry, config_hash
 from mheval.suites import SuiteItem
 
 ADAPTER_MODULES = (
@@ -52,8 +50,7 @@ class Adapter:
         return {"adapter": self.name, "arg": self.arg, **self.options}
 
     def config_hash(self) -> str:
-        payload = json.dumps(self.config(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(payload).hexdigest()[:16]
+        return config_hash(self.config())
 
     def weights(self) -> list[WeightFile]:
         return []
@@ -66,32 +63,10 @@ class Adapter:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Adapter]] = {}
-
-
-def register(cls: type[Adapter]) -> type[Adapter]:
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"adapter {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_builtin_adapters() -> None:
-    for module in ADAPTER_MODULES:
-        importlib.import_module(module)
-
-
-def adapter_names() -> list[str]:
-    _load_builtin_adapters()
-    return sorted(_REGISTRY)
-
-
-def adapter_class(name: str) -> type[Adapter]:
-    _load_builtin_adapters()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown adapter {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+_ADAPTERS: Registry[Adapter] = Registry("adapter", ADAPTER_MODULES)
+register = _ADAPTERS.register
+adapter_names = _ADAPTERS.names
+adapter_class = _ADAPTERS.get
 
 
 @dataclass(frozen=True)

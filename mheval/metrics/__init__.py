@@ -16,13 +16,12 @@ and listing the module in `METRIC_MODULES`. The runner asks every metric for:
 from __future__ import annotations
 
 import hashlib
-import importlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mheval.media import ClipMedia
+from mheval.registry import Registry, config_hash
 from mheval.suites import SuiteItem
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
@@ -66,8 +65,7 @@ class Metric:
         return dict(self.options)
 
     def config_hash(self) -> str:
-        payload = json.dumps(self.config(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(payload).hexdigest()[:16]
+        return config_hash(self.config())
 
     def weights(self) -> list[WeightFile]:
         return []
@@ -79,32 +77,10 @@ class Metric:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Metric]] = {}
-
-
-def register(cls: type[Metric]) -> type[Metric]:
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"metric {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_builtin_metrics() -> None:
-    for module in METRIC_MODULES:
-        importlib.import_module(module)
-
-
-def metric_names() -> list[str]:
-    _load_builtin_metrics()
-    return sorted(_REGISTRY)
-
-
-def metric_class(name: str) -> type[Metric]:
-    _load_builtin_metrics()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown metric {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+_METRICS: Registry[Metric] = Registry("metric", METRIC_MODULES)
+register = _METRICS.register
+metric_names = _METRICS.names
+metric_class = _METRICS.get
 
 
 def create_metric(name: str, **options: Any) -> Metric:
