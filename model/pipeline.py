@@ -352,7 +352,7 @@ def prepare_image(image: str | Path | Image.Image, width: int, height: int) -> t
     else:
         crop_w, crop_h = w, int(w * height / width)
     left, top = (w - crop_w) // 2, (h - crop_h) // 2
-    image = image.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.LANCZOS)
+    image = image.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.Resampling.LANCZOS)
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)) / 255.0 * 2.0 - 1.0
     return pixels.permute(2, 0, 1)[None, :, None]
 
