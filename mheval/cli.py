@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dashboards.command import add_dashboard_parser
 from mheval.gate import add_baseline_parser, add_gate_parser
 from mheval.validate import add_validate_parser
 
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (add_run_parser, add_generate_parser, add_report_parser, add_suites_parser, add_validate_parser,
-                add_gate_parser, add_baseline_parser):
+                add_gate_parser, add_baseline_parser, add_dashboard_parser):
         add(sub)
     return parser
 

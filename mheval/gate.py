@@ -18,7 +18,6 @@ together with what produced the numbers (metric version, text normaliser, ASR mo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from mheval.metrics import metric_class
+from mheval.registry import config_hash
 from mheval.results import MetricKey, clip_table, latest_metric_keys
 from mheval.stats import DEFAULT_RESAMPLES, Estimate, bootstrap, paired_bootstrap
 from mheval.store import RunStore, write_json_atomic
@@ -155,7 +155,7 @@ def _scorer(key: MetricKey, clips: pd.DataFrame, manifest: dict) -> dict[str, An
     """What produced the numbers: metric version and config, and the normaliser and ASR recorded with each score."""
     scorer: dict[str, Any] = {"metric_version": key.version, "config_hash": key.config_hash}
     config = manifest.get("metrics", {}).get(key.name, {}).get("config")
-    if config is not None and _config_hash(config) == key.config_hash:
+    if config is not None and config_hash(config) == key.config_hash:
         scorer["config"] = config
     details = [json.loads(text) for text in clips.get(f"{key.name}.detail", []) if isinstance(text, str)]
     for name in ("normalizer", "asr"):
@@ -166,11 +166,6 @@ def _scorer(key: MetricKey, clips: pd.DataFrame, manifest: dict) -> dict[str, An
         if distinct:
             scorer[name] = json.loads(distinct.pop())
     return scorer
-
-
-def _config_hash(config: dict) -> str:
-    # the same digest as mheval.metrics.Metric.config_hash
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # -- baseline files --------------------------------------------------------------------------------------------------

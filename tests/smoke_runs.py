@@ -41,3 +41,14 @@ def export_clips(run_dir: Path, target: Path, degrade_language: str | None = Non
         else:
             shutil.copyfile(run_dir / row.path, destination)
     return target
+
+
+def degraded_german_run(base: Path) -> Path:
+    """The puppet smoke clips through the `clips` adapter with the German clip's audio drowned in noise (SNR −6 dB),
+    scored with WER, labelled `puppet` like the original (made once, in `base/degraded-de`)."""
+    directory = base / "degraded-de"
+    if not (directory / "manifest.json").exists():
+        clips = export_clips(puppet_smoke_run(base), base / "degraded-de-clips", degrade_language="de", snr_db=-6.0)
+        run(RunRequest(suite="smoke", models=[f"puppet=clips:{clips}"], out=directory, metrics=["wer", "technical"],
+                       progress=False))
+    return directory

@@ -13,8 +13,7 @@ from mheval.cli import main
 from mheval.gate import (EXIT_CANNOT_COMPARE, EXIT_PASS, EXIT_REGRESSION, IMPROVED, MISSING, NEW, PASS,
                          PROMPT_COLUMNS, REGRESSION, CannotCompare, GateOutcome, MetricScores, Tolerance,
                          check_comparable, compare_prompts, gate, junit, markdown)
-from mheval.runner import RunRequest, run
-from smoke_runs import export_clips, puppet_smoke_run
+from smoke_runs import degraded_german_run, puppet_smoke_run
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED_BASELINE = REPO / "baselines" / "smoke-puppet.json"
@@ -180,14 +179,12 @@ def test_fresh_run_passes_against_the_committed_baseline(smoke_run, tmp_path, ca
 
 
 @pytest.mark.slow
-def test_noise_on_the_german_clip_fails_german_only(smoke_run, baseline, tmp_path, capsys):
-    clips = export_clips(smoke_run, tmp_path / "clips", degrade_language="de", snr_db=-6.0)
-    run(RunRequest(suite="smoke", models=[f"puppet=clips:{clips}"], out=tmp_path / "run", metrics=["wer"],
-                   progress=False))
-    outcome = gate(tmp_path / "run", baseline)
+def test_noise_on_the_german_clip_fails_german_only(smoke_run, baseline, tmp_path_factory, capsys):
+    degraded = degraded_german_run(tmp_path_factory.getbasetemp())
+    outcome = gate(degraded, baseline)
     assert verdicts(outcome.rows) == {("puppet", "de"): REGRESSION, ("puppet", "en"): PASS,
                                       ("puppet", "fr"): PASS, ("puppet", "zh"): PASS}
-    assert main(["gate", "--run", str(tmp_path / "run"), "--baseline", str(baseline)]) == EXIT_REGRESSION
+    assert main(["gate", "--run", str(degraded), "--baseline", str(baseline)]) == EXIT_REGRESSION
     assert "FAIL: 1 wer regression(s)" in capsys.readouterr().out
 
 

@@ -1,0 +1,322 @@
+"""What the dashboard shows, as plain tables: no Streamlit here, so every number can be tested without a browser.
+
+Everything is read through `mheval.results` and `mheval.gate`, the same code the terminal report and the CI gate
+use, so the dashboard can never disagree with them.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import numpy as np
+import pandas as pd
+
+from mheval.gate import CannotCompare, Tolerance, check_comparable, compare_prompts, metric_scores
+from mheval.metrics import metric_class, metric_names
+from mheval.results import ALL, clip_table, latest_metric_keys, summary
+from mheval.store import RunStore
+
+# The paper's leaderboard columns, in its order, and the mheval metrics that measure each.
+PAPER_COLUMNS = (
+    ("visual quality", ("clip_iqa", "brisque", "technical")),
+    ("text alignment", ("clip_score",)),
+    ("physical consistency", ()),
+    ("WER", ("wer",)),
+    ("sync", ("sync",)),
+    ("speed", ("speed",)),
+)
+
+
+@dataclass
+class RunView:
+    """One run directory as the dashboard sees it; `problem` is set when it cannot be shown at all."""
+
+    directory: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)      # mheval.results.clip_table
+    metrics: list[str] = field(default_factory=list)               # scored and registered, paper order
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)    # mheval.results.summary
+    errors: pd.DataFrame = field(default_factory=pd.DataFrame)
+    unavailable: dict[str, str] = field(default_factory=dict)      # metric → why it did not run
+    unregistered: list[str] = field(default_factory=list)          # scored by a metric this install does not know
+    finished: bool = True
+    problem: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    @property
+    def suite(self) -> str | None:
+        return self.manifest.get("suite", {}).get("name")
+
+    @property
+    def state(self) -> str:
+        """`unreadable`, `empty` (no clips), `failed` (no clip generated), `partial` or `ok`."""
+        if self.problem is not None:
+            return "unreadable"
+        if self.table.empty:
+            return "empty"
+        if (self.table.clip_status != "ok").all():
+            return "failed"
+        failed_scores = any((self.table.get(f"{name}.status") == "failed").any() for name in self.metrics)
+        if (self.table.clip_status != "ok").any() or failed_scores or not self.finished:
+            return "partial"
+        return "ok"
+
+    @property
+    def message(self) -> str | None:
+        """What a reader must know before looking at the numbers, or None when the run is complete."""
+        state = self.state
+        if state == "unreadable":
+            return f"{self.directory}: {self.problem}"
+        if state == "empty":
+            return (f"{self.name}: this run has no clips yet. Generate them with "
+                    f"`mheval run --suite {self.suite or 'SUITE'} --out {self.directory}`.")
+        failed = int((self.table.clip_status != "ok").sum())
+        if state == "failed":
+            return f"{self.name}: every clip failed to generate ({failed} of {len(self.table)}); see the errors below."
+        if state == "partial":
+            parts = []
+            if failed:
+                parts.append(f"{failed} of {len(self.table)} clips failed to generate")
+            for name in self.metrics:
+                count = int((self.table.get(f"{name}.status") == "failed").sum())
+                if count:
+                    parts.append(f"{name} failed on {count} clip(s)")
+            if not self.finished:
+                parts.append("the last invocation did not finish (still running, or interrupted)")
+            return f"{self.name}: partial results: " + "; ".join(parts) + ". Numbers cover what succeeded."
+        return None
+
+    def clip_path(self, row: pd.Series) -> Path | None:
+        return self.directory / row["path"] if isinstance(row.get("path"), str) else None
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run directories named directly, or found one level below a directory of runs (e.g. `runs/`)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "run.sqlite").exists() or not path.is_dir():
+            found.append(path)
+        else:
+            below = sorted(child for child in path.iterdir() if (child / "run.sqlite").exists())
+            found.extend(below or [path])
+    return list(dict.fromkeys(found))
+
+
+def load_run(directory: Path | str) -> RunView:
+    directory = Path(directory)
+    if not (directory / "run.sqlite").exists():
+        reason = "does not exist" if not directory.exists() else "is not a run directory (no run.sqlite)"
+        return RunView(directory, problem=reason)
+    store = RunStore.open_existing(directory)
+    try:
+        manifest = store.manifest()
+        known = set(metric_names())
+        keys = latest_metric_keys(store)
+        scored = [key for key in keys if key.name in known]
+        suite = manifest.get("suite", {}).get("name")
+        table = clip_table(store, suite, list(manifest.get("models", {})) or None, scored, manifest.get("seed"))
+        runs, errors = store.runs(), store.errors()
+    finally:
+        store.close()
+    metrics = ordered_metrics([key.name for key in scored])
+    return RunView(
+        directory=directory,
+        manifest=manifest,
+        table=table,
+        metrics=metrics,
+        summary=summary(table, metrics) if not table.empty else pd.DataFrame(),
+        errors=errors,
+        unavailable={name: spec["unavailable"] for name, spec in manifest.get("metrics", {}).items()
+                     if spec.get("unavailable")},
+        unregistered=sorted(key.name for key in keys if key.name not in known),
+        finished=runs.empty or not pd.isna(runs.finished.iloc[-1]),
+    )
+
+
+def ordered_metrics(names: list[str]) -> list[str]:
+    paper = [name for _, group in PAPER_COLUMNS for name in group]
+    return [name for name in paper if name in names] + sorted(set(names) - set(paper))
+
+
+def column_label(metric: str) -> str:
+    cls = metric_class(metric)
+    group = next((label for label, names in PAPER_COLUMNS if metric in names), None)
+    arrow = "↓" if cls.lower_is_better else "↑"
+    name = metric if cls.headline == metric else f"{metric}.{cls.headline}"
+    return f"{group}: {name} {arrow}" if group and group != metric else f"{name} {arrow}"
+
+
+def interval_text(low: float, high: float, digits: int = 3) -> str:
+    return "–" if math.isnan(low) else f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def leaderboard(view: RunView, language: str = ALL) -> pd.DataFrame:
+    """One row per model: each metric's headline value and its 95% interval, prompts, failed clips."""
+    rows = view.summary[view.summary.language == language] if not view.summary.empty else view.summary
+    models = sorted(view.table.model.unique())
+    board = pd.DataFrame({"model": models})
+    for metric in view.metrics:
+        mine = rows[rows.metric == metric].set_index("model").reindex(models)
+        label = column_label(metric)
+        board[label] = mine.value.to_numpy(dtype=float)
+        board[f"{label} 95% CI"] = [interval_text(lo, hi) for lo, hi in zip(mine.ci_low, mine.ci_high)]
+    clips = view.table if language == ALL else view.table[view.table.language == language]
+    board["prompts"] = [clips[clips.model == m].item_id.nunique() for m in models]
+    board["failed clips"] = [int((clips[clips.model == m].clip_status != "ok").sum()) for m in models]
+    return board
+
+
+def absent_paper_columns(view: RunView) -> list[str]:
+    return [label for label, names in PAPER_COLUMNS if not set(names) & set(view.metrics)]
+
+
+def by_language(view: RunView, metric: str) -> pd.DataFrame:
+    """model × language rows of one metric (without the `all` row), ready for a chart."""
+    rows = view.summary[(view.summary.metric == metric) & (view.summary.language != ALL)]
+    return rows[["model", "language", "value", "ci_low", "ci_high", "n", "ok", "not_applicable", "failed"]]
+
+
+def speed(view: RunView) -> pd.DataFrame:
+    """The paper's speed table: seconds per 5-second clip per stage (base / SR / decode / …) and total."""
+    from mheval.metrics.speed import speed_table
+
+    if (view.table.get("clip_status", pd.Series(dtype=str)) == "ok").sum() == 0:
+        return pd.DataFrame()
+    return speed_table(view.table)
+
+
+# -- drill-down ------------------------------------------------------------------------------------------------------
+
+def clip_metrics(row: pd.Series, metrics: list[str]) -> pd.DataFrame:
+    """Every metric field of one clip as (metric, field, value) rows, with the status where there is no value."""
+    records = []
+    for metric in metrics:
+        status = row.get(f"{metric}.status", "missing")
+        if status != "ok":
+            detail = row.get(f"{metric}.detail")
+            records.append({"metric": metric, "field": "(status)", "value": f"{status}: {_plain(detail)}"})
+            continue
+        for name in metric_class(metric).fields:
+            value = row.get(f"{metric}.{name}")
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                records.append({"metric": metric, "field": name, "value": f"{value:.4g}" if isinstance(
+                    value, (float, np.floating)) else str(value)})
+    return pd.DataFrame(records, columns=["metric", "field", "value"])
+
+
+def _plain(detail: Any) -> str:
+    if not isinstance(detail, str):
+        return ""
+    try:
+        parsed = json.loads(detail)
+    except json.JSONDecodeError:
+        return detail
+    return parsed if isinstance(parsed, str) else ""
+
+
+def detail_of(row: pd.Series, metric: str) -> dict[str, Any]:
+    text = row.get(f"{metric}.detail")
+    if not isinstance(text, str):
+        return {}
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+@dataclass(frozen=True)
+class AlignedToken:
+    kind: str          # equal | substitute | delete | insert
+    reference: str     # "" for insertions
+    transcript: str    # "" for deletions
+
+
+def align(reference: str, transcript: str, unit: str) -> list[AlignedToken]:
+    """Edit alignment of normalised reference and transcript, by words or characters, as the WER counts it."""
+    split = list if unit == "character" else str.split
+    ref, hyp = split(reference.replace(" ", "") if unit == "character" else reference), split(
+        transcript.replace(" ", "") if unit == "character" else transcript)
+    if not ref or not hyp:
+        return [AlignedToken("delete", token, "") for token in ref] + [AlignedToken("insert", "", t) for t in hyp]
+    output = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    tokens = []
+    for chunk in output.alignments[0]:
+        refs = ref[chunk.ref_start_idx:chunk.ref_end_idx]
+        hyps = hyp[chunk.hyp_start_idx:chunk.hyp_end_idx]
+        if chunk.type == "insert":
+            tokens += [AlignedToken("insert", "", token) for token in hyps]
+        elif chunk.type == "delete":
+            tokens += [AlignedToken("delete", token, "") for token in refs]
+        else:
+            tokens += [AlignedToken(chunk.type, r, h) for r, h in zip(refs, hyps)]
+    return tokens
+
+
+def waveform(audio: np.ndarray, sample_rate: int, bin_ms: float = 10.0) -> pd.DataFrame:
+    """Peak amplitude per `bin_ms` of audio: a waveform light enough to draw."""
+    size = max(1, int(sample_rate * bin_ms / 1000))
+    bins = len(audio) // size
+    peaks = np.abs(audio[: bins * size]).reshape(bins, size).max(axis=1) if bins else np.zeros(0)
+    return pd.DataFrame({"seconds": np.arange(bins) * size / sample_rate, "peak": peaks, "trough": -peaks})
+
+
+def sync_curves(path: Path, offset_frames: float | None) -> pd.DataFrame:
+    """Per video frame, as the sync metric measures them: mouth opening and speech level, each scaled to [0, 1],
+    and the speech level moved back by the measured offset (it should then follow the mouth).
+
+    Raises NotApplicable when the clip has no face, like the metric itself."""
+    from mheval.media import ASR_SAMPLE_RATE, ClipMedia
+    from mheval.metrics.sync import AudioVideoSync, mouth_openness, speech_envelope, track_face
+
+    metric = AudioVideoSync()
+    media = ClipMedia(path)
+    frames, fps = media.frames, media.fps
+    boxes, _ = track_face(metric.detector, frames, fps, metric.settings)
+    level = _unit_range(speech_envelope(media.audio_16k, ASR_SAMPLE_RATE, fps, len(frames),
+                                        metric.settings.envelope_window_ms))
+    seconds = np.arange(len(frames)) / fps
+    curves = pd.DataFrame({"seconds": seconds, "mouth opening": _unit_range(mouth_openness(frames, boxes)),
+                           "speech level": level})
+    if offset_frames is not None and not math.isnan(offset_frames):
+        curves["speech level − offset"] = np.interp(seconds + offset_frames / fps, seconds, level,
+                                                    left=np.nan, right=np.nan)
+    return curves
+
+
+def _unit_range(values: np.ndarray) -> np.ndarray:
+    low, high = np.nanmin(values), np.nanmax(values)
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+# -- run comparison --------------------------------------------------------------------------------------------------
+
+def compare_runs(base: RunView, new: RunView, tolerance: Tolerance) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Per metric, model and language: change new − base on shared prompts with its paired 95% interval.
+
+    Returns the table and, per metric that cannot be compared (another ASR, normaliser, version…), the reason."""
+    rows, refused = [], {}
+    for metric in [name for name in base.metrics if name in new.metrics]:
+        try:
+            old_scores, new_scores = metric_scores(base.directory, metric), metric_scores(new.directory, metric)
+            check_comparable(old_scores, new_scores)
+        except CannotCompare as err:
+            refused[metric] = str(err)
+            continue
+        for row in compare_prompts(old_scores.prompts, new_scores.prompts, old_scores.lower_is_better, tolerance):
+            delta = row.delta
+            rows.append({
+                "metric": column_label(metric), "model": row.model, "language": row.language,
+                "A (before)": row.baseline, "B (after)": row.current,
+                "change": delta.value if delta else math.nan,
+                "95% CI": interval_text(delta.low, delta.high) if delta else "–",
+                "prompts": delta.n if delta else 0, "tolerance": row.threshold, "result": row.verdict,
+            })
+    return pd.DataFrame(rows), refused

@@ -1,0 +1,311 @@
+"""The dashboard's pages. Each takes the selected run and the list of loaded runs, and draws with Streamlit."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboards import data
+from dashboards.data import RunView
+from mheval.gate import REGRESSION, Tolerance
+from mheval.metrics import NotApplicable, metric_class
+from mheval.results import ALL
+
+CHARACTER_LANGUAGES_NOTE = "zh, yue and ja are scored by characters: their WER column is a CER."
+
+
+@st.cache_data(show_spinner=False)
+def load(directory: str, stamp: tuple) -> RunView:
+    """`stamp` (modification times of the database files) makes a run that is still being written reload."""
+    return data.load_run(directory)
+
+
+def run_stamp(directory: Path) -> tuple:
+    return tuple(path.stat().st_mtime_ns if path.exists() else 0
+                 for path in (directory / "run.sqlite", directory / "run.sqlite-wal"))
+
+
+def load_view(directory: Path) -> RunView:
+    return load(str(directory), run_stamp(directory))
+
+
+def header(view: RunView) -> bool:
+    """Title, the run's state, its manifest and errors. False when there is nothing further to show."""
+    st.title(view.name)
+    manifest = view.manifest
+    if manifest:
+        git = manifest.get("git") or {}
+        st.caption(f"suite **{view.suite}** · models {', '.join(manifest.get('models', {}))} · seed "
+                   f"{manifest.get('seed')} · created {manifest.get('created')} · commit "
+                   f"{(git.get('commit') or '?')[:10]}{' (dirty)' if git.get('dirty') else ''} · {view.directory}")
+    state, message = view.state, view.message
+    {"unreadable": st.error, "failed": st.error, "empty": st.info, "partial": st.warning}.get(
+        state, lambda _: None)(message)
+    if manifest:
+        with st.expander("manifest.json (code version, packages, suite, adapter and metric configs, weights)"):
+            st.download_button("download manifest.json", json.dumps(manifest, indent=2), file_name="manifest.json",
+                               mime="application/json")
+            st.json(manifest, expanded=2)
+    if not view.errors.empty:
+        with st.expander(f"errors ({len(view.errors)})", expanded=state == "failed"):
+            st.dataframe(view.errors[["model", "item_id", "stage", "message"]], hide_index=True,
+                         width="stretch")
+    return state in ("ok", "partial")
+
+
+def languages_of(view: RunView) -> list[str]:
+    return sorted(view.table.language.dropna().unique())
+
+
+# -- leaderboard -----------------------------------------------------------------------------------------------------
+
+def leaderboard_page(view: RunView, runs: list[Path]) -> None:
+    if not header(view):
+        return
+    st.header("Leaderboard")
+    language = st.selectbox("language", [ALL, *languages_of(view)], key="leaderboard_language")
+    board = data.leaderboard(view, language)
+    values = [column for column in board.columns[1:] if not column.endswith("95% CI")]
+    left, right = st.columns([3, 1])
+    sort_by = left.selectbox("sort by", values, key="leaderboard_sort")
+    metric = next((name for name in view.metrics if data.column_label(name) == sort_by), None)
+    best_first = right.toggle("best first", value=True, key="leaderboard_best_first")
+    ascending = metric_class(metric).lower_is_better if metric else False
+    board = board.sort_values(sort_by, ascending=ascending if best_first else not ascending, na_position="last")
+    st.dataframe(board, hide_index=True, width="stretch",
+                 column_config={column: st.column_config.NumberColumn(format="%.3f") for column in values
+                                if column not in ("prompts", "failed clips")})
+    st.caption("Value and 95% bootstrap interval over prompts for each metric's headline field (↓ lower is "
+               "better, ↑ higher is better); click a column header to sort. WER is corpus-level (edits over "
+               f"reference words). {CHARACTER_LANGUAGES_NOTE}")
+    for label in data.absent_paper_columns(view):
+        st.caption(f"{label}: no metric for it in this run.")
+    for name, reason in view.unavailable.items():
+        st.caption(f"{name}: unavailable: {reason}")
+    for name in view.unregistered:
+        st.caption(f"{name}: scored in this run by a metric this installation does not know; not shown.")
+
+
+# -- per language ----------------------------------------------------------------------------------------------------
+
+def languages_page(view: RunView, runs: list[Path]) -> None:
+    if not header(view):
+        return
+    st.header("By language")
+    if not view.metrics:
+        st.info("No metric has scores in this run.")
+        return
+    metric = st.selectbox("metric", view.metrics, format_func=data.column_label, key="language_metric")
+    frame = data.by_language(view, metric).dropna(subset=["value"])
+    if frame.empty:
+        st.info(f"{metric} has no values in this run (see the leaderboard for why).")
+        return
+    label = data.column_label(metric)
+    base = alt.Chart(frame).encode(
+        x=alt.X("language:N", title="language"), xOffset="model:N", color=alt.Color("model:N", title="model"))
+    bars = base.mark_bar().encode(
+        y=alt.Y("value:Q", title=label),
+        tooltip=["model", "language", alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
+                 alt.Tooltip("ci_high:Q", format=".3f"), "n"])
+    whiskers = base.mark_rule(color="black").encode(y="ci_low:Q", y2="ci_high:Q")
+    st.altair_chart((bars + whiskers).properties(height=360), width="stretch")
+    st.caption(f"Bars: {label}; whiskers: 95% bootstrap interval over prompts (none with a single prompt). "
+               f"{CHARACTER_LANGUAGES_NOTE if metric == 'wer' else ''}")
+    table = frame.assign(**{"95% CI": [data.interval_text(lo, hi) for lo, hi in zip(frame.ci_low, frame.ci_high)]})
+    st.dataframe(table.drop(columns=["ci_low", "ci_high"]), hide_index=True, width="stretch")
+
+
+# -- drill-down ------------------------------------------------------------------------------------------------------
+
+DIFF_STYLE = {"substitute": "background:#fde68a", "delete": "background:#fecaca;text-decoration:line-through",
+              "insert": "background:#bbf7d0"}
+
+
+def diff_lines(tokens: list[data.AlignedToken], unit: str) -> tuple[str, str]:
+    """HTML for the reference line (deletions and substitutions marked) and the transcript line (insertions and
+    substitutions marked)."""
+    join = "" if unit == "character" else " "
+
+    def mark(text: str, kind: str) -> str:
+        return f'<span style="{DIFF_STYLE[kind]}">{html.escape(text)}</span>' if kind != "equal" else html.escape(text)
+
+    reference = join.join(mark(t.reference, t.kind) for t in tokens if t.kind != "insert")
+    transcript = join.join(mark(t.transcript, t.kind) for t in tokens if t.kind != "delete")
+    return reference, transcript
+
+
+def drilldown_page(view: RunView, runs: list[Path]) -> None:
+    if not header(view):
+        return
+    st.header("Drill-down per prompt")
+    items = view.table.drop_duplicates("item_id").sort_values(["language", "item_id"])
+    labels = {row.item_id: f"{row.item_id} ({row.language})" for row in items.itertuples()}
+    wanted = st.query_params.get("item")
+    item_id = st.selectbox("prompt", list(labels), format_func=labels.get, key="drilldown_item",
+                           index=list(labels).index(wanted) if wanted in labels else 0)
+    clips = view.table[view.table.item_id == item_id].sort_values("model")
+    st.markdown(f"**Reference line:** {html.escape(str(clips.reference_text.iloc[0]))}")
+    for start in range(0, len(clips), 3):
+        for column, (_, row) in zip(st.columns(3), clips.iloc[start:start + 3].iterrows()):
+            with column:
+                clip_panel(view, row)
+
+
+def clip_panel(view: RunView, row: pd.Series) -> None:
+    st.subheader(row["model"])
+    if row["clip_status"] != "ok":
+        st.error(f"no clip: {row['clip_error']}")
+        return
+    path = view.clip_path(row)
+    if path is None or not path.exists():
+        st.error(f"clip file missing: {path}")
+        return
+    st.video(str(path))
+    transcript_panel(row)
+    st.dataframe(data.clip_metrics(row, view.metrics), hide_index=True, width="stretch")
+    if "sync" in view.metrics:
+        sync_panel(path, row)
+
+
+def transcript_panel(row: pd.Series) -> None:
+    detail = data.detail_of(row, "wer")
+    if "transcript" not in detail:
+        st.caption("no transcript (WER not scored for this clip)")
+        return
+    unit = detail.get("unit", "word")
+    tokens = data.align(detail.get("reference_normalized", ""), detail.get("transcript_normalized", ""), unit)
+    reference, transcript = diff_lines(tokens, unit)
+    asr = detail.get("asr", {})
+    st.markdown(
+        f"<div style='line-height:1.8'><b>reference</b> (normalised): {reference}<br>"
+        f"<b>transcript</b> (normalised): {transcript}<br>"
+        f"<small>raw transcript: {html.escape(detail['transcript'])} · by {html.escape(str(asr.get('model')))} "
+        f"({unit}s; <span style='{DIFF_STYLE['substitute']}'>substituted</span> "
+        f"<span style='{DIFF_STYLE['delete']}'>deleted</span> "
+        f"<span style='{DIFF_STYLE['insert']}'>inserted</span>)</small></div>", unsafe_allow_html=True)
+
+
+@st.cache_data(show_spinner=False)
+def _sync_curves(path: str, stamp: int, offset_frames: float | None) -> pd.DataFrame | str:
+    try:
+        return data.sync_curves(Path(path), offset_frames)
+    except NotApplicable as reason:
+        return str(reason)
+
+
+@st.cache_data(show_spinner=False)
+def _waveform(path: str, stamp: int) -> pd.DataFrame:
+    from mheval.media import ASR_SAMPLE_RATE, read_audio
+
+    return data.waveform(read_audio(path, ASR_SAMPLE_RATE), ASR_SAMPLE_RATE)
+
+
+def sync_panel(path: Path, row: pd.Series) -> None:
+    status = row.get("sync.status")
+    offset_ms, offset_frames = row.get("sync.offset_ms"), row.get("sync.offset_frames")
+    if status == "ok":
+        st.markdown(f"**measured sync offset: {offset_ms:+.0f} ms** ({offset_frames:+.2f} frames; > 0: audio lags "
+                    f"video) · confidence {row.get('sync.confidence', float('nan')):.2f}")
+    else:
+        st.caption(f"sync: {status} {data._plain(row.get('sync.detail'))}")
+    stamp = path.stat().st_mtime_ns
+    wave = _waveform(str(path), stamp)
+    st.altair_chart(alt.Chart(wave).mark_area(opacity=0.6).encode(
+        x=alt.X("seconds:Q"), y=alt.Y("peak:Q", title="waveform"), y2="trough:Q").properties(height=110),
+        width="stretch")
+    curves = _sync_curves(str(path), stamp, offset_frames if status == "ok" else None)
+    if isinstance(curves, str):
+        st.caption(f"mouth-opening curve not available: {curves}")
+        return
+    long = curves.melt("seconds", var_name="signal", value_name="level (scaled)")
+    st.altair_chart(alt.Chart(long).mark_line().encode(
+        x="seconds:Q", y="level (scaled):Q", color=alt.Color("signal:N", legend=alt.Legend(orient="bottom")),
+        strokeDash=alt.condition(alt.datum.signal == "speech level − offset", alt.value([4, 3]), alt.value([1, 0])),
+    ).properties(height=200), width="stretch")
+    correlations = data.detail_of(row, "sync").get("correlations")
+    if correlations:
+        half = len(correlations) // 2
+        frame = pd.DataFrame({"lag (frames)": range(-half, half + 1), "correlation": correlations})
+        line = alt.Chart(frame).mark_line(point=True).encode(x="lag (frames):Q", y="correlation:Q")
+        peak = alt.Chart(pd.DataFrame({"lag (frames)": [offset_frames]})).mark_rule(color="red").encode(
+            x="lag (frames):Q")
+        st.altair_chart((line + peak).properties(height=150), width="stretch")
+
+
+# -- run comparison --------------------------------------------------------------------------------------------------
+
+def compare_page(view: RunView, runs: list[Path]) -> None:
+    st.title("Compare two runs")
+    if len(runs) < 2:
+        st.info("Load two runs of the same suite to compare them: `mheval dashboard runs/before runs/after`.")
+        return
+    names = [str(path) for path in runs]
+    left, right = st.columns(2)
+    before = left.selectbox("A: before (baseline)", names, index=0, key="compare_a")
+    after = right.selectbox("B: after", names, index=1, key="compare_b")
+    base, new = load_view(Path(before)), load_view(Path(after))
+    for side in (base, new):
+        if side.state not in ("ok", "partial"):
+            st.warning(side.message)
+            return
+    if before == after:
+        st.info("Pick two different runs.")
+        return
+    if base.suite != new.suite:
+        st.warning(f"These runs used different suites ({base.suite} vs {new.suite}); only runs on the same suite "
+                   "can be compared prompt by prompt.")
+        return
+    left, right = st.columns(2)
+    tolerance = Tolerance(left.number_input("tolerance: absolute", 0.0, value=Tolerance.absolute, step=0.01),
+                          right.number_input("tolerance: relative", 0.0, value=Tolerance.relative, step=0.05))
+    table, refused = data.compare_runs(base, new, tolerance)
+    for metric, reason in refused.items():
+        st.warning(f"{metric}: not compared: {reason}")
+    if table.empty:
+        st.info("No metric was scored comparably in both runs.")
+        return
+    regressions = table[table.result == REGRESSION]
+    if len(regressions):
+        st.error(f"{len(regressions)} regression(s): " + ", ".join(
+            f"{r.metric} {r.model}/{r.language}" for r in regressions.itertuples()))
+    else:
+        st.success("No regression beyond the tolerance with 95% confidence.")
+    styled = table.style.apply(lambda row: ["background-color:#fecaca" if row.result == REGRESSION else
+                                            "background-color:#dcfce7" if row.result == "improved" else ""] * len(row),
+                               axis=1).format(precision=3, na_rep="–")
+    st.dataframe(styled, hide_index=True, width="stretch")
+    st.caption("change = B − A on the prompts both runs share, paired bootstrap over prompts (95%); a regression is "
+               "a change for the worse whose whole interval lies beyond max(absolute, relative × A) — the rule of "
+               "`mheval gate`. A single shared prompt has no interval: its point difference decides.")
+
+
+# -- speed -----------------------------------------------------------------------------------------------------------
+
+def speed_page(view: RunView, runs: list[Path]) -> None:
+    if not header(view):
+        return
+    st.header("Speed")
+    table = data.speed(view)
+    if table.empty:
+        st.info("No generated clip in this run carries timings.")
+        return
+    stages = [column for column in table.columns if column not in ("model", "resolution", "clips")]
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={column: st.column_config.NumberColumn(format="%.2f") for column in stages})
+    st.caption("Seconds per 5-second clip (time × 5 s / clip duration), median over clips, per model and "
+               "resolution: the paper's stages (text encoding, base, SR, decode, audio decode) where the adapter "
+               "reports them, then its own stages, then total wall time.")
+
+
+# -- human review ----------------------------------------------------------------------------------------------------
+
+def review_page(view: RunView, runs: list[Path]) -> None:
+    if not header(view):
+        return
+    st.header("Human review")
+    st.info("No study in this run: mheval has no human-review study for this run directory, so there are no "
+            "pairwise preferences to show.")
