@@ -214,3 +214,67 @@ def test_pipeline_sampling_reproduces_the_original(run, tmp_path):
     result = pipe.sample(text, negative, shape, call["seed"], sr_shape)
     assert rel_err(result.video, REF[f"{run}.final_video"]) <= 1e-4
     assert rel_err(result.audio, REF[f"{run}.final_audio"]) <= 1e-4
+
+
+def write_published_layout(root, components, text_width: int) -> None:
+    """The tiny stack's weights in the published checkpoint layout, in each original on-disk format; not the Wan2.2
+    VAE, whose .pth carries no config (the loader builds the released widths)."""
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5GemmaConfig, T5GemmaEncoderModel
+    from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
+
+    from model.pipeline import AUDIO_DIR, TEXT_DIR, TINY_AUDIO_DECODER, TINY_AUDIO_ENCODER, TINY_TURBO_VAED, TURBO_DIR
+
+    dit_config = {"num_layers": TINY_DIT.num_layers, "hidden_size": TINY_DIT.hidden_size,
+                  "head_dim": TINY_DIT.head_dim, "num_query_groups": TINY_DIT.num_query_groups,
+                  "mm_layers": list(TINY_DIT.mm_layers), "gelu7_layers": list(TINY_DIT.gelu7_layers),
+                  "text_in_channels": text_width}
+    for name in ("base", "540p_sr"):
+        save_checkpoint(components.dit.state_dict(), root / name, num_shards=2, compress=name == "540p_sr")
+        (root / name / "config.json").write_text(json.dumps(dit_config))
+    (root / TURBO_DIR).mkdir()
+    turbo_config = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY_TURBO_VAED.__dict__.items()}
+    (root / TURBO_DIR / "TurboV3-Wan22-TinyShallow_7_7.json").write_text(json.dumps(turbo_config))
+    ema = {f"module.{k}": v for k, v in components.turbo_vaed.state_dict().items()}
+    torch.save({"ema_state_dict": ema}, root / TURBO_DIR / "checkpoint-340000.ckpt")
+    (root / AUDIO_DIR).mkdir()
+
+    def oobleck(cfg, io_key):
+        return {"type": "oobleck", "config": {"channels": cfg.channels, "c_mults": list(cfg.c_mults),
+                                              "strides": list(cfg.strides), "latent_dim": cfg.latent_dim,
+                                              io_key: 2, "use_snake": True, "final_tanh": False}}
+    pretransform = {"bottleneck": {"type": "vae"}, "encoder": oobleck(TINY_AUDIO_ENCODER, "in_channels"),
+                    "decoder": oobleck(TINY_AUDIO_DECODER, "out_channels")}
+    (root / AUDIO_DIR / "model_config.json").write_text(
+        json.dumps({"sample_rate": 44100, "model": {"pretransform": {"config": pretransform}}}))
+    save_file({f"pretransform.model.{k}": v.contiguous() for k, v in components.audio_vae.state_dict().items()},
+              root / AUDIO_DIR / "model.safetensors")
+    sizes = dict(vocab_size=16, hidden_size=text_width, intermediate_size=64, num_hidden_layers=1,
+                 num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+    torch.manual_seed(0)
+    T5GemmaEncoderModel(T5GemmaConfig(encoder=T5GemmaModuleConfig(**sizes), decoder=T5GemmaModuleConfig(**sizes),
+                                      vocab_size=16, is_encoder_decoder=False)).save_pretrained(root / TEXT_DIR)
+    words = ["<pad>", "<eos>", "<unk>", "a", "man", "says", "hello"]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>",
+                            unk_token="<unk>").save_pretrained(root / TEXT_DIR)
+
+
+def test_published_layout_loads_and_generates(tmp_path):
+    components = tiny_random_components(PRESETS["sr_540p"])
+    write_published_layout(tmp_path / "ckpt", components, TINY_DIT.text_in_channels)
+    pipe = MagiHumanPipeline.from_checkpoints(tmp_path / "ckpt", "sr_540p", device="cpu")
+    assert pipe.label == "magihuman" and not pipe.components.random_weights and pipe.decoder == "turbo"
+    for name in ("dit", "sr_dit", "turbo_vaed", "audio_vae"):
+        expected = getattr(components, name if name != "sr_dit" else "dit").state_dict()
+        loaded = getattr(pipe.components, name).state_dict()
+        assert all(torch.equal(expected[key], loaded[key]) for key in expected), name
+    result = pipe.generate("a man says hello", seconds=1, width=64, height=64, sr_size=(96, 64),
+                           out=tmp_path / "clip.mp4")
+    _check_clip(tmp_path / "clip.mp4", result, 1, 96, 64)
+    used = {p.relative_to(tmp_path / "ckpt").parts[0] for p in pipe.components.weight_files}
+    assert used == {"base", "540p_sr", "turbo_vae", "stable-audio-open-1.0", "t5gemma-9b-9b-ul2"}
+    with pytest.raises(ValueError, match="Wan2.2"):
+        pipe.generate("a man says hello", image=Image.new("RGB", (64, 64)), seconds=1, width=64, height=64)
