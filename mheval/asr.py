@@ -68,7 +68,9 @@ class DecodingConfig:
     no_speech_threshold: float = 0.6
     beam_size: int | None = 5  # at temperature 0 (None = greedy); beam 5 reads espeak German clearly better
     best_of: int = 5  # samples per fallback temperature
-    tokens_per_second: float = 24.0  # decode-length cap; fast speech in byte-level BPE (Korean) stays below it
+    # Decode-length cap, so that a loop ends early. Fast speech needs at most ~9 tokens/s of Whisper's vocabulary
+    # (Cantonese: ~1.5 tokens/character × 6 syllables/s; Japanese ~1 token/character; English ~5 tokens/s).
+    tokens_per_second: float = 15.0
     min_sample_len: int = 16
     seed: int = 0  # fallback temperatures sample; seeded per clip so a clip always gets the same transcript
 
