@@ -112,7 +112,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m model") -> int:
         for preset in PRESETS.values():
             print(f"{preset.name:<9} {preset.description}")
         return 0
-    return run_generate(args)
+    try:
+        return run_generate(args)
+    except (ValueError, FileNotFoundError) as err:   # bad request or checkpoint layout: the message says which
+        print(f"{parser.prog} generate: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
