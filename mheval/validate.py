@@ -65,6 +65,7 @@ class Workspace:
     directory: Path
     config: ValidateConfig
     metrics: dict[str, Metric] = field(default_factory=dict)
+    scores: dict[tuple, dict[str, Any]] = field(default_factory=dict)
 
     def metric(self, name: str) -> Metric:
         if name not in self.metrics:
@@ -78,7 +79,11 @@ class Workspace:
         return path
 
     def score(self, name: str, path: Path, item: SuiteItem) -> dict[str, Any]:
-        return self.metric(name).score(ClipContext(ClipMedia(path), item, "puppet"))
+        """Scores are remembered per file version: the WER groups read each clean transcript more than once."""
+        key = (name, str(path), path.stat().st_mtime_ns, item.id)
+        if key not in self.scores:
+            self.scores[key] = self.metric(name).score(ClipContext(ClipMedia(path), item, "puppet"))
+        return self.scores[key]
 
 
 def rewrite_clip(source: Path, target: Path, frames: Callable[[np.ndarray], np.ndarray] = lambda f: f,

@@ -51,8 +51,3 @@ def test_wer_rises_with_noise_and_is_high_against_another_items_text(tmp_path):
     other = check_other_text(work, suite_items, suite_items)
     assert all(check.passed for check in noise + other), noise + other
 
-
-@pytest.mark.slow
-def test_full_validate_passes(tmp_path):
-    checks = validate(ValidateConfig(shifts=tuple(range(-10, 11, 5))), tmp_path)
-    assert all(check.passed for check in checks), [c for c in checks if not c.passed]
