@@ -175,7 +175,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     manifest = store.manifest()
     notices = {label: spec.get("notice") for label, spec in manifest.get("models", {}).items()}
     unavailable = {name: m["unavailable"] for name, m in manifest.get("metrics", {}).items() if m.get("unavailable")}
-    print_report(summary(table, [key.name for key in keys]), notices, unavailable)
+    print_report(summary(table, [key.name for key in keys] + sorted(set(unavailable) - {k.name for k in keys})),
+                 notices, unavailable)
     return EXIT_OK
 
 

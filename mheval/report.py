@@ -1,7 +1,8 @@
-"""Terminal tables: the models × languages table of the primary metric, and every metric per model."""
+"""The terminal report: one row per model and language, one column per metric, each value with its 95% interval."""
 from __future__ import annotations
 
 import math
+import sys
 
 import pandas as pd
 from rich.console import Console
@@ -9,69 +10,75 @@ from rich.table import Table
 
 from mheval.results import ALL
 
+PERCENT_METRICS = {"wer"}
 
-def _cell(row: pd.Series | None, percent: bool) -> str:
-    if row is None or math.isnan(row.value):
+
+def _digits(value: float) -> int:
+    magnitude = abs(value)
+    return 3 if magnitude < 10 else 2 if magnitude < 100 else 1
+
+
+def _cell(row) -> str:
+    """Value on the first line and its 95% interval below, so a wide table stays readable."""
+    if row is None:
         return "–"
-    scale, digits = (100.0, 1) if percent else (1.0, 3)
+    if row.ok == 0 and row.not_applicable:
+        return "n/a"
+    if math.isnan(row.value):
+        return "–"
+    scale = 100.0 if row.metric in PERCENT_METRICS else 1.0
+    digits = 1 if row.metric in PERCENT_METRICS else _digits(row.value)
     text = f"{row.value * scale:.{digits}f}"
     if not math.isnan(row.ci_low):
-        text += f" [{row.ci_low * scale:.{digits}f}, {row.ci_high * scale:.{digits}f}]"
+        text += f"\n[{row.ci_low * scale:.{digits}f}, {row.ci_high * scale:.{digits}f}]"
     return text
 
 
 def model_label(model: str, notices: dict[str, str | None]) -> str:
     notice = notices.get(model)
-    return f"{model} ({notice})" if notice else model
+    return f"{model}\n({notice})" if notice else model
 
 
-def language_table(summary: pd.DataFrame, metric: str, notices: dict[str, str | None], percent: bool) -> Table:
-    rows = summary[summary.metric == metric]
-    languages = [lang for lang in dict.fromkeys(rows.language) if lang != ALL] + [ALL]
-    unit = " (%)" if percent else ""
-    table = Table(title=f"{metric}{unit} by language — value [95% CI]", show_lines=False)
+def _header(summary: pd.DataFrame, metric: str) -> str:
+    first = summary[summary.metric == metric].iloc[0]
+    arrow = "↓" if first.lower_is_better else "↑"
+    unit = " %" if metric in PERCENT_METRICS else ""
+    return f"{metric}{unit} {arrow}\n{first.field}" if first.field != metric else f"{metric}{unit} {arrow}"
+
+
+def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
+                  primary: str = "wer") -> Table:
+    metrics = sorted(set(summary.metric), key=lambda name: (name in unavailable, name != primary, name))
+    table = Table(title="results by model and language — value [95% CI over prompts]", show_lines=False)
     table.add_column("model", style="bold")
-    for lang in languages:
-        table.add_column(lang, justify="right")
-    for model, group in rows.groupby("model", sort=True):
-        by_language = {row.language: row for row in group.itertuples()}
-        table.add_row(model_label(model, notices), *(_cell(by_language.get(lang), percent) for lang in languages))
-    return table
-
-
-def metrics_table(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str]) -> Table:
-    overall = summary[summary.language == ALL]
-    metrics = list(dict.fromkeys(overall.metric))
-    table = Table(title="all metrics, all languages — value [95% CI] (n prompts)")
-    table.add_column("model", style="bold")
+    table.add_column("lang")
+    table.add_column("prompts", justify="right")
     for name in metrics:
-        arrow = "↓" if overall[overall.metric == name].lower_is_better.any() else "↑"
-        table.add_column(f"{name} {arrow}", justify="right")
+        table.add_column(_header(summary, name), justify="right")
     table.add_column("failed", justify="right")
-    for model, group in overall.groupby("model", sort=True):
-        by_metric = {row.metric: row for row in group.itertuples()}
-        cells = []
-        for name in metrics:
-            row = by_metric[name]
-            if name in unavailable:
-                cells.append("unavailable")
-            elif row.ok == 0 and row.not_applicable:
-                cells.append("n/a")
-            else:
-                cells.append(f"{_cell(row, False)} ({row.n})")
-        failed = max(row.failed for row in by_metric.values())
-        table.add_row(model_label(model, notices), *cells, str(failed))
+    for model, by_model in summary.groupby("model", sort=True):
+        languages = [lang for lang in dict.fromkeys(by_model.language) if lang != ALL] + [ALL]
+        for index, language in enumerate(languages):
+            rows = by_model[by_model.language == language]
+            cells = {row.metric: row for row in rows.itertuples()}
+            table.add_row(
+                model_label(model, notices) if index == 0 else "",
+                language,
+                str(rows.n.max()),
+                *("unavailable" if name in unavailable else _cell(cells.get(name)) for name in metrics),
+                str(rows.failed.max()),
+                end_section=language == ALL,
+                style="bold" if language == ALL else None,
+            )
     return table
 
 
 def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
                  primary: str = "wer", console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     if summary.empty:
         console.print("[yellow]no results to report[/yellow]")
         return
-    if primary in set(summary.metric) and primary not in unavailable:
-        console.print(language_table(summary, primary, notices, percent=True))
-    console.print(metrics_table(summary, notices, unavailable))
+    console.print(results_table(summary, notices, unavailable, primary))
     for name, reason in unavailable.items():
         console.print(f"[yellow]{name}: unavailable: {reason}[/yellow]")
