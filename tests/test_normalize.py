@@ -56,15 +56,17 @@ CASES = [
     ("りんごが3個", "りんごが三個", "ja", (0, 0, 0, 6), 0.0),
     # ref 今日は晴れです (7), hyp 今日は雨です (6): 晴→雨 substituted, れ deleted → 2/7
     ("今日は晴れです。", "今日は雨です", "ja", (1, 1, 0, 7), 2 / 7),
-    # --- Korean, word level ---
-    # "안녕하세요 저는 학생입니다" (3 words) both; 0/3
-    ("안녕하세요, 저는 학생입니다.", "안녕하세요 저는 학생입니다", "ko", (0, 0, 0, 3), 0.0),
-    # 50% → 오십 퍼센트: "가격이 오십 퍼센트 올랐어요" (4) both; 0/4
-    ("가격이 50% 올랐어요", "가격이 오십 퍼센트 올랐어요", "ko", (0, 0, 0, 4), 0.0),
-    # spacing counts at word level: ref "먹어 보다" (2), hyp "먹어보다" (1): 1 substitution + 1 deletion → 2/2
-    ("먹어 보다", "먹어보다", "ko", (1, 1, 0, 2), 1.0),
-    # decomposed jamo (NFD) recompose under NFKC: "한국어 좋아요" (2) both; 0/2
-    (unicodedata.normalize("NFD", "한국어 좋아요"), "한국어 좋아요", "ko", (0, 0, 0, 2), 0.0),
+    # --- Korean, character (syllable) level ---
+    # "안녕하세요저는학생입니다": 5 + 2 + 5 = 12 syllables both; 0/12
+    ("안녕하세요, 저는 학생입니다.", "안녕하세요 저는 학생입니다", "ko", (0, 0, 0, 12), 0.0),
+    # 50% → 오십 퍼센트: "가격이오십퍼센트올랐어요" 3 + 2 + 3 + 4 = 12 both; 0/12
+    ("가격이 50% 올랐어요", "가격이 오십 퍼센트 올랐어요", "ko", (0, 0, 0, 12), 0.0),
+    # spacing variants sound the same and are not errors: "먹어보다" (4) both; 0/4
+    ("먹어 보다", "먹어보다", "ko", (0, 0, 0, 4), 0.0),
+    # decomposed jamo (NFD) recompose under NFKC: "한국어좋아요" (6) both; 0/6
+    (unicodedata.normalize("NFD", "한국어 좋아요"), "한국어 좋아요", "ko", (0, 0, 0, 6), 0.0),
+    # one syllable wrong: ref "감사합니다" (5), hyp "감사함니다": 합→함 → 1/5
+    ("감사합니다", "감사함니다", "ko", (1, 0, 0, 5), 1 / 5),
     # --- Mandarin, character level ---
     # spaced CJK from the prompt format: "有的人在笑" (5) both; 0/5
     ("有 的 人 在 笑", "有的人在笑", "zh", (0, 0, 0, 5), 0.0),
@@ -125,5 +127,5 @@ def test_unknown_language_is_rejected():
 
 
 def test_version_names_the_libraries_it_depends_on():
-    assert NORMALIZER_VERSION.startswith("1;")
+    assert NORMALIZER_VERSION.startswith("2;")
     assert "num2words=" in NORMALIZER_VERSION and "opencc" in NORMALIZER_VERSION
