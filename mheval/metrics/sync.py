@@ -35,6 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mheval.media import ASR_SAMPLE_RATE
 from mheval.metrics import ClipContext, Metric, NotApplicable, WeightFile, register, sha256_file
 from mheval.metrics.options import parse_options
 
@@ -106,7 +107,7 @@ class AudioVideoSync(Metric):
             raise NotApplicable("no audio stream")
         frames, fps = media.frames, media.fps
         boxes, face_fraction = track_face(self.detector, frames, fps, cfg)
-        envelope = speech_envelope(media.audio_16k, 16_000, fps, len(frames), cfg.envelope_window_ms)
+        envelope = speech_envelope(media.audio_16k, ASR_SAMPLE_RATE, fps, len(frames), cfg.envelope_window_ms)
         speech = voice_activity(envelope, cfg)
         if speech.sum() < cfg.min_speech_seconds * fps:
             raise NotApplicable(f"no speech ({speech.sum() / fps:.2f} s of voice activity)")
