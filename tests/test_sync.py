@@ -6,7 +6,7 @@ from mheval.media import read_audio, write_mp4
 from mheval.metrics import ClipContext, NotApplicable, create_metric
 from mheval.metrics.sync import lagged_correlations, refine_peak, speech_envelope
 from mheval.suites import load_suite
-from mheval.validate import ValidateConfig, Workspace, check_reencode, rewrite_clip
+from mheval.validate import ValidateConfig, Workspace, check_reencode, freeze, rewrite_clip
 
 SMOKE = load_suite("smoke").items
 SHIFTS = range(-10, 11)
@@ -74,6 +74,15 @@ def test_shifted_audio_shows_mouth_moving_in_silence(work):
     in_sync = work.score("sync", work.puppet(item, 0), item)["silent_mouth_motion"]
     shifted = work.score("sync", work.puppet(item, 10), item)["silent_mouth_motion"]
     assert in_sync < 0.1 < shifted
+
+
+def test_frozen_face_shows_no_articulation_and_low_confidence(work, tmp_path):
+    item = SMOKE[0]
+    clip = work.puppet(item)
+    frozen = rewrite_clip(clip, tmp_path / "frozen.mp4", frames=freeze)
+    moving, still = work.score("sync", clip, item), work.score("sync", frozen, item)
+    assert still["speech_mouth_motion"] < 0.01 * moving["speech_mouth_motion"]
+    assert still["confidence"] < 0.5 * moving["confidence"]
 
 
 def test_reencoding_moves_offset_at_most_one_frame(work):

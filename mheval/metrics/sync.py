@@ -20,8 +20,10 @@ leads the voice by 100–300 ms at onsets, so compare models with each other, no
 clips with known shifts (tests/test_sync.py, `mheval validate`): error ≤ 1 frame for every shift within ±10 frames.
 
 `confidence` is how far the correlation peak stands above the median over all lags (0: no preferred lag).
-`silent_mouth_motion` is the mean frame-to-frame change of mouth openness during silences, divided by that during
-speech (0: the mouth rests when nobody speaks; about 1: it moves as much as when speaking).
+`speech_mouth_motion` is the mean frame-to-frame change of mouth openness during speech (openness is a ratio of grey
+levels; the puppet moves ~0.08–0.1 per frame, a frozen face 0): near 0 the face does not articulate, and the offset
+is then meaningless, which its low confidence also shows. `silent_mouth_motion` is the same during silences divided
+by that during speech (0: the mouth rests when nobody speaks; about 1: it moves as much as when speaking).
 
 PyAV decodes AAC with the encoder's priming samples already trimmed (an impulse written at t comes back at t to the
 sample, tested), so no codec delay is compensated here.
@@ -68,10 +70,10 @@ def find_cascade() -> Path | None:
 @register
 class AudioVideoSync(Metric):
     name = "sync"
-    version = "2"
+    version = "3"
     inputs = ("video", "audio")
     fields = ("abs_offset_ms", "offset_ms", "offset_frames", "confidence", "corr_at_zero", "corr_at_peak",
-              "silent_mouth_motion", "speech_seconds", "face_fraction")
+              "speech_mouth_motion", "silent_mouth_motion", "speech_seconds", "face_fraction")
     headline = "abs_offset_ms"
     lower_is_better = True
     description = ("weight-free lip sync: Haar face, mouth darkness vs speech envelope, cross-correlation ±15 frames;"
@@ -116,7 +118,7 @@ class AudioVideoSync(Metric):
         width = max(1, int(round(cfg.detrend_seconds * fps)))
         correlations = lagged_correlations(detrend(mouth, width), detrend(envelope, width), window,
                                            cfg.max_offset_frames)
-        lag = refine_peak(correlations) - cfg.max_offset_frames
+        lag = float(refine_peak(correlations) - cfg.max_offset_frames)
         offset_ms = 1000.0 * lag / fps
         return {
             "abs_offset_ms": abs(offset_ms),
@@ -125,6 +127,7 @@ class AudioVideoSync(Metric):
             "confidence": float(correlations.max() - np.median(correlations)),
             "corr_at_zero": float(correlations[cfg.max_offset_frames]),
             "corr_at_peak": float(correlations.max()),
+            "speech_mouth_motion": float(np.abs(np.diff(mouth))[speech[1:]].mean()),
             "silent_mouth_motion": silent_motion_ratio(mouth, speech),
             "speech_seconds": float(speech.sum() / fps),
             "face_fraction": face_fraction,
