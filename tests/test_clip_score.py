@@ -124,3 +124,20 @@ def test_quality_scores_are_probabilities_and_repeatable(checkpoint, clip):
     load_backbone.cache_clear()
     assert metric("clip_iqa", checkpoint).score(ClipContext(ClipMedia(clip.media.path), clip.item, "p")) == first
     assert np.isfinite(list(first.values())).all()
+
+
+def test_run_reports_text_alignment_unavailable_then_scores_it_with_a_local_checkpoint(
+        checkpoint, tmp_path, capsys, monkeypatch):
+    from mheval.cli import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    common = ["run", "--suite", "smoke", "--limit", "1", "--languages", "en", "--out", str(tmp_path / "run"),
+              "--metrics", "sync,brisque,technical,clip_score", "--no-progress"]
+    assert main([*common, "--metric-option", f"clip_score.cache_dir={tmp_path / 'empty'}"]) == 0
+    out = capsys.readouterr().out
+    assert all(column in out for column in ("sync ↓", "brisque ↓", "technical ↑"))
+    assert "clip_score: unavailable: CLIP weights ViT-B-32/laion2b_s34b_b79k are not in open_clip's cache" in out
+    assert main([*common, "--metric-option", f"clip_score.model={TINY}",
+                 "--metric-option", f"clip_score.pretrained={checkpoint}"]) == 0
+    out = capsys.readouterr().out
+    assert "unavailable" not in out and "clip_score ↑" in out
