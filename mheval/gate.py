@@ -41,9 +41,12 @@ EXIT_PASS = 0
 EXIT_REGRESSION = 1
 EXIT_CANNOT_COMPARE = 2
 
-# Identity keys of the ASR (see mheval.asr.ASR.identity) whose change means other transcripts, not another generator.
-ASR_MODEL_KEYS = ("model", "weights_sha256", "converter_version")
+# Keys of the ASR identity (mheval.asr.ASR.identity). Those naming the weights mean another ASR model; the ones
+# listed as minor (where the code ran, library versions, machine-specific paths) only warn; any other key that
+# changes (decoding settings, dtype, keys added later) means other transcripts, so the gate refuses.
+ASR_WEIGHT_KEYS = ("name", "sha256", "converter_version")
 ASR_DECODING_KEY = "decoding"
+ASR_MINOR_KEYS = ("path", "device", "torch", "openai_whisper")
 
 PASS, REGRESSION, IMPROVED, MISSING, NEW = "pass", "regression", "improved", "missing", "new"
 PROMPT_COLUMNS = ["model", "language", "item_id", "item_sha256", "value", "weight"]
@@ -245,11 +248,16 @@ def check_comparable(baseline: MetricScores, run: MetricScores) -> list[str]:
     if old.get("normalizer") != new.get("normalizer"):
         changes.append(f"the text normaliser changed: baseline {old.get('normalizer')}, run {new.get('normalizer')}")
     old_asr, new_asr = old.get("asr") or {}, new.get("asr") or {}
-    if any(old_asr.get(key) != new_asr.get(key) for key in ASR_MODEL_KEYS):
+    differing = {key for key in set(old_asr) | set(new_asr) if old_asr.get(key) != new_asr.get(key)}
+    if differing & set(ASR_WEIGHT_KEYS):
         changes.append(f"the ASR model changed: baseline {_asr_name(old_asr)}, run {_asr_name(new_asr)}")
-    elif old_asr.get(ASR_DECODING_KEY) != new_asr.get(ASR_DECODING_KEY):
+    elif ASR_DECODING_KEY in differing:
         changes.append("the ASR decoding settings changed: "
                        + _dict_changes(old_asr.get(ASR_DECODING_KEY) or {}, new_asr.get(ASR_DECODING_KEY) or {}))
+    elif differing - set(ASR_MINOR_KEYS):
+        keys = differing - set(ASR_MINOR_KEYS)
+        changes.append("the ASR settings changed: " + _dict_changes({key: old_asr.get(key) for key in keys},
+                                                                    {key: new_asr.get(key) for key in keys}))
     if not changes and old.get("metric_version") != new.get("metric_version"):
         changes.append(f"the {run.metric} metric version changed: baseline {old.get('metric_version')}, "
                        f"run {new.get('metric_version')}")
@@ -259,16 +267,13 @@ def check_comparable(baseline: MetricScores, run: MetricScores) -> list[str]:
     if changes:
         raise CannotCompare("; ".join(changes) + ". These numbers are not comparable: score the run the same way "
                             "as the baseline, or write a new baseline with `mheval baseline write`.")
-    skipped = set(ASR_MODEL_KEYS) | {ASR_DECODING_KEY}
-    return [f"ASR {key} differs: baseline {old_asr.get(key)}, run {new_asr.get(key)}"
-            for key in sorted((set(old_asr) | set(new_asr)) - skipped) if old_asr.get(key) != new_asr.get(key)]
+    return [f"ASR {key} differs: baseline {old_asr.get(key)}, run {new_asr.get(key)}" for key in sorted(differing)]
 
 
 def _asr_name(identity: dict) -> str:
     if not identity:
         return "(not recorded)"
-    sha = str(identity.get("weights_sha256") or "?")
-    return f"{identity.get('model')} (weights sha256 {sha[:12]}…)"
+    return f"{identity.get('name')} (weights sha256 {str(identity.get('sha256') or '?')[:12]}…)"
 
 
 def _dict_changes(old: dict, new: dict) -> str:

@@ -93,15 +93,17 @@ def test_missing_and_new_rows_and_changed_prompts_are_warnings_not_failures():
 
 
 def scored(asr=None, normalizer="1", version="1+norm1", config_hash="c1", suite="smoke") -> MetricScores:
-    asr = {"model": "whisper-base", "weights_sha256": "aa", "converter_version": 1, "decoding": {"beam_size": 5},
-           "torch": "2.14.1", **(asr or {})}
+    asr = {"name": "whisper-base", "sha256": "aa", "converter_version": 1, "decoding": {"beam_size": 5},
+           "dtype": "float32", "path": "/home/a/base.pt", "torch": "2.14.1", **(asr or {})}
     scorer = {"metric_version": version, "config_hash": config_hash, "normalizer": normalizer, "asr": asr}
     return MetricScores("wer", suite, prompts("m", "de", [0.1]), scorer)
 
 
 @pytest.mark.parametrize("changed, message", [
-    (dict(asr={"model": "whisper-tiny", "weights_sha256": "bb"}), "the ASR model changed: baseline whisper-base"),
-    (dict(asr={"weights_sha256": "bb"}), "the ASR model changed"),
+    (dict(asr={"name": "whisper-tiny", "sha256": "bb"}), "the ASR model changed: baseline whisper-base"),
+    (dict(asr={"sha256": "bb"}), "the ASR model changed"),
+    (dict(asr={"dtype": "float16"}), "the ASR settings changed: dtype: 'float32' → 'float16'"),
+    (dict(asr={"vad": True}), "the ASR settings changed: vad: None → True"),
     (dict(asr={"decoding": {"beam_size": 1}}), "the ASR decoding settings changed: beam_size: 5 → 1"),
     (dict(normalizer="2", version="1+norm2"), "the text normaliser changed: baseline 1, run 2"),
     (dict(version="2+norm1"), "the wer metric version changed"),
@@ -115,7 +117,8 @@ def test_scoring_changes_are_refused_with_the_reason(changed, message):
 
 def test_minor_asr_differences_are_warnings():
     assert check_comparable(scored(), scored()) == []
-    assert check_comparable(scored(), scored(asr={"torch": "2.15.0"})) == [
+    assert check_comparable(scored(), scored(asr={"torch": "2.15.0", "path": "/home/b/base.pt"})) == [
+        "ASR path differs: baseline /home/a/base.pt, run /home/b/base.pt",
         "ASR torch differs: baseline 2.14.1, run 2.15.0"]
 
 
@@ -163,7 +166,7 @@ def test_baseline_holds_per_prompt_errors_and_what_scored_them(smoke_run, baseli
         for item_id, prompt in row["prompts"].items():
             assert prompt["reference_length"] == scores[item_id]["reference_length"]
             assert prompt["wer"] * prompt["reference_length"] == pytest.approx(scores[item_id]["errors"])
-    assert document["scorer"]["asr"]["weights_sha256"] == detail["asr"]["weights_sha256"]
+    assert document["scorer"]["asr"]["sha256"] == detail["asr"]["sha256"]
     assert document["scorer"]["normalizer"] == detail["normalizer"]
 
 
@@ -203,7 +206,7 @@ def rewrite_wer_details(run_dir: Path, change) -> None:
 def test_run_scored_by_another_asr_model_is_refused(smoke_run, baseline, tmp_path, capsys):
     copy = tmp_path / "other-asr"
     shutil.copytree(smoke_run, copy)
-    rewrite_wer_details(copy, lambda d: d["asr"].update(model="whisper-tiny", weights_sha256="0" * 64))
+    rewrite_wer_details(copy, lambda d: d["asr"].update(name="whisper-tiny", sha256="0" * 64))
     assert main(["gate", "--run", str(copy), "--baseline", str(baseline)]) == EXIT_CANNOT_COMPARE
     out = capsys.readouterr().out.replace("\n", " ")
     assert "the ASR model changed: baseline whisper-base" in out and "run whisper-tiny" in out
