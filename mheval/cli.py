@@ -144,7 +144,7 @@ def _report_outcome(outcome) -> int:
     table = table[table.item_id.isin({item.id for item in outcome.items})]
     summary_table = summary(table, [m.name for m in outcome.metrics])
     notices = {label: adapter.notice for label, adapter in outcome.models.items()}
-    print_report(summary_table, notices, outcome.unavailable, console=console)
+    print_report(summary_table, notices, outcome.unavailable, clips=table, console=console)
     errors = outcome.store.errors(outcome.run_id)
     for row in errors.itertuples():
         console.print(f"[red]failed[/red] {row.model} / {row.item_id} ({row.stage}): {row.message.splitlines()[0]}")
@@ -176,7 +176,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     notices = {label: spec.get("notice") for label, spec in manifest.get("models", {}).items()}
     unavailable = {name: m["unavailable"] for name, m in manifest.get("metrics", {}).items() if m.get("unavailable")}
     print_report(summary(table, [key.name for key in keys] + sorted(set(unavailable) - {k.name for k in keys})),
-                 notices, unavailable)
+                 notices, unavailable, clips=table)
     return EXIT_OK
 
 

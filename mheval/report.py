@@ -4,10 +4,12 @@ from __future__ import annotations
 import math
 import sys
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from mheval.metrics.speed import speed_table
 from mheval.results import ALL
 
 PERCENT_METRICS = {"wer"}
@@ -73,12 +75,25 @@ def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavail
     return table
 
 
+def speed_view(speed: pd.DataFrame) -> Table:
+    view = Table(title="speed — seconds per 5-second clip (median over clips)")
+    for column in speed.columns:
+        view.add_column(column, justify="left" if column in ("model", "resolution") else "right")
+    for row in speed.itertuples(index=False):
+        view.add_row(*(value if isinstance(value, str) else "–" if pd.isna(value) else
+                       str(value) if isinstance(value, (int, np.integer)) else f"{value:.2f}" for value in row))
+    return view
+
+
 def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
-                 primary: str = "wer", console: Console | None = None) -> None:
+                 clips: pd.DataFrame | None = None, primary: str = "wer", console: Console | None = None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     if summary.empty:
         console.print("[yellow]no results to report[/yellow]")
         return
     console.print(results_table(summary, notices, unavailable, primary))
+    speed = speed_table(clips) if clips is not None and not clips.empty else pd.DataFrame()
+    if not speed.empty:
+        console.print(speed_view(speed))
     for name, reason in unavailable.items():
         console.print(f"[yellow]{name}: unavailable: {reason}[/yellow]")

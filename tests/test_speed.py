@@ -1,13 +1,16 @@
 """Speed per 5 s of video from adapter timings, and the paper's speed table from a run's clip table."""
+import io
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from mheval.media import ClipMedia
 from mheval.metrics import ClipContext, NotApplicable, create_metric
-from mheval.metrics.speed import print_speed_table, speed_table
+from mheval.metrics.speed import speed_table
+from mheval.report import speed_view
 from mheval.results import clip_table
 from mheval.runner import RunRequest, run
 from mheval.suites import load_suite
@@ -62,7 +65,7 @@ def test_speed_table_puts_paper_stages_first_and_takes_medians():
     assert table.iloc[1].clips == 1 and np.isnan(table.iloc[1].decode)
 
 
-def test_speed_table_from_a_puppet_run(tmp_path, capsys):
+def test_speed_table_from_a_puppet_run(tmp_path):
     outcome = run(RunRequest(suite="smoke", models=["puppet"], out=tmp_path / "run", metrics=["speed"],
                              limit=1, languages=["en", "de"], progress=False))
     table = speed_table(clip_table(outcome.store, "smoke", ["puppet"]))
@@ -71,5 +74,6 @@ def test_speed_table_from_a_puppet_run(tmp_path, capsys):
     assert (table[["speech", "render", "encode"]].sum(axis=1) <= table.total + 1e-9).all()
     scores = clip_table(outcome.store, "smoke", ["puppet"])
     assert (scores["speed.status"] == "ok").all() and (scores["speed.seconds_per_5s"] > 0).all()
-    print_speed_table(table)
-    assert "seconds per 5-second clip" in capsys.readouterr().out
+    console = Console(file=io.StringIO(), width=120)
+    console.print(speed_view(table))
+    assert "seconds per 5-second clip" in console.file.getvalue()

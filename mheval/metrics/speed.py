@@ -68,16 +68,3 @@ def speed_table(clips: pd.DataFrame) -> pd.DataFrame:
     table = per_5s.groupby(["model", "resolution"], sort=True).median()
     table["clips"] = per_5s.groupby(["model", "resolution"], sort=True).size()
     return table.reset_index()
-
-
-def print_speed_table(table: pd.DataFrame, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    view = Table(title="speed — seconds per 5-second clip (median over clips)")
-    for column in table.columns:
-        view.add_column(column, justify="left" if column in ("model", "resolution") else "right")
-    for row in table.itertuples(index=False):
-        view.add_row(*(value if isinstance(value, str) else "–" if pd.isna(value) else
-                       str(value) if isinstance(value, (int, np.integer)) else f"{value:.2f}" for value in row))
-    (console or Console()).print(view)
