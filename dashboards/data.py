@@ -173,6 +173,25 @@ def leaderboard(view: RunView, language: str = ALL) -> pd.DataFrame:
     return board
 
 
+def leaderboard_text(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as the paper prints it: each metric's cell is "value [low, high]"."""
+    text = board.copy()
+    for column in [c for c in board.columns if f"{c} 95% CI" in board.columns]:
+        text[column] = [("–" if math.isnan(value) else f"{value:.3f} {interval}").removesuffix(" –")
+                        for value, interval in zip(board[column], board[f"{column} 95% CI"])]
+        text = text.drop(columns=f"{column} 95% CI")
+    return text
+
+
+def metric_values(clips: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Every metric field of one prompt's clips: rows (metric, field), one column per model."""
+    long = pd.concat([clip_metrics(row, metrics).assign(model=row["model"]) for _, row in clips.iterrows()])
+    if long.empty:
+        return pd.DataFrame(columns=["metric", "field"])
+    wide = long.pivot_table(index=["metric", "field"], columns="model", values="value", aggfunc="first", sort=False)
+    return wide.reset_index().rename_axis(columns=None)
+
+
 def absent_paper_columns(view: RunView) -> list[str]:
     return [label for label, names in PAPER_COLUMNS if not set(names) & set(view.metrics)]
 
@@ -201,7 +220,7 @@ def clip_metrics(row: pd.Series, metrics: list[str]) -> pd.DataFrame:
         status = row.get(f"{metric}.status", "missing")
         if status != "ok":
             detail = row.get(f"{metric}.detail")
-            records.append({"metric": metric, "field": "(status)", "value": f"{status}: {_plain(detail)}"})
+            records.append({"metric": metric, "field": "(status)", "value": f"{status}: {plain_detail(detail)}"})
             continue
         for name in metric_class(metric).fields:
             value = row.get(f"{metric}.{name}")
@@ -211,7 +230,7 @@ def clip_metrics(row: pd.Series, metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["metric", "field", "value"])
 
 
-def _plain(detail: Any) -> str:
+def plain_detail(detail: Any) -> str:
     if not isinstance(detail, str):
         return ""
     try:
@@ -283,10 +302,9 @@ def sync_curves(path: Path, offset_frames: float | None) -> pd.DataFrame:
     level = _unit_range(speech_envelope(media.audio_16k, ASR_SAMPLE_RATE, fps, len(frames),
                                         metric.settings.envelope_window_ms))
     seconds = np.arange(len(frames)) / fps
-    curves = pd.DataFrame({"seconds": seconds, "mouth opening": _unit_range(mouth_openness(frames, boxes)),
-                           "speech level": level})
+    curves = pd.DataFrame({"seconds": seconds, "mouth": _unit_range(mouth_openness(frames, boxes)), "speech": level})
     if offset_frames is not None and not math.isnan(offset_frames):
-        curves["speech level − offset"] = np.interp(seconds + offset_frames / fps, seconds, level,
+        curves["speech − offset"] = np.interp(seconds + offset_frames / fps, seconds, level,
                                                     left=np.nan, right=np.nan)
     return curves
 

@@ -71,17 +71,17 @@ def leaderboard_page(view: RunView, runs: list[Path]) -> None:
     board = data.leaderboard(view, language)
     values = [column for column in board.columns[1:] if not column.endswith("95% CI")]
     left, right = st.columns([3, 1])
-    sort_by = left.selectbox("sort by", values, key="leaderboard_sort")
+    primary = data.column_label("wer") if "wer" in view.metrics else values[0]
+    sort_by = left.selectbox("sort by", values, key="leaderboard_sort", index=values.index(primary))
     metric = next((name for name in view.metrics if data.column_label(name) == sort_by), None)
     best_first = right.toggle("best first", value=True, key="leaderboard_best_first")
     ascending = metric_class(metric).lower_is_better if metric else False
     board = board.sort_values(sort_by, ascending=ascending if best_first else not ascending, na_position="last")
-    st.dataframe(board, hide_index=True, width="stretch",
-                 column_config={column: st.column_config.NumberColumn(format="%.3f") for column in values
-                                if column not in ("prompts", "failed clips")})
-    st.caption("Value and 95% bootstrap interval over prompts for each metric's headline field (↓ lower is "
-               "better, ↑ higher is better); click a column header to sort. WER is corpus-level (edits over "
-               f"reference words). {CHARACTER_LANGUAGES_NOTE}")
+    st.dataframe(data.leaderboard_text(board), hide_index=True, width="stretch",
+                 column_config={"model": st.column_config.TextColumn(pinned=True)})
+    st.caption("Each metric's headline value [95% bootstrap interval over prompts] (↓ lower is better, ↑ higher is "
+               "better); sort with “sort by”. WER is corpus-level (edits over reference words). "
+               f"{CHARACTER_LANGUAGES_NOTE}")
     for label in data.absent_paper_columns(view):
         st.caption(f"{label}: no metric for it in this run.")
     for name, reason in view.unavailable.items():
@@ -99,20 +99,21 @@ def languages_page(view: RunView, runs: list[Path]) -> None:
     if not view.metrics:
         st.info("No metric has scores in this run.")
         return
-    metric = st.selectbox("metric", view.metrics, format_func=data.column_label, key="language_metric")
+    metric = st.selectbox("metric", view.metrics, format_func=data.column_label, key="language_metric",
+                          index=view.metrics.index("wer") if "wer" in view.metrics else 0)
     frame = data.by_language(view, metric).dropna(subset=["value"])
     if frame.empty:
         st.info(f"{metric} has no values in this run (see the leaderboard for why).")
         return
     label = data.column_label(metric)
     base = alt.Chart(frame).encode(
-        x=alt.X("language:N", title="language"), xOffset="model:N", color=alt.Color("model:N", title="model"))
+        x=alt.X("language:N", title="language", axis=alt.Axis(labelAngle=0)), xOffset="model:N", color=alt.Color("model:N", title="model"))
     bars = base.mark_bar().encode(
         y=alt.Y("value:Q", title=label),
         tooltip=["model", "language", alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
                  alt.Tooltip("ci_high:Q", format=".3f"), "n"])
     whiskers = base.mark_rule(color="black").encode(y="ci_low:Q", y2="ci_high:Q")
-    st.altair_chart((bars + whiskers).properties(height=360), width="stretch")
+    st.altair_chart(bars + whiskers, width="stretch", height=380)
     st.caption(f"Bars: {label}; whiskers: 95% bootstrap interval over prompts (none with a single prompt). "
                f"{CHARACTER_LANGUAGES_NOTE if metric == 'wer' else ''}")
     table = frame.assign(**{"95% CI": [data.interval_text(lo, hi) for lo, hi in zip(frame.ci_low, frame.ci_high)]})
@@ -149,10 +150,25 @@ def drilldown_page(view: RunView, runs: list[Path]) -> None:
                            index=list(labels).index(wanted) if wanted in labels else 0)
     clips = view.table[view.table.item_id == item_id].sort_values("model")
     st.markdown(f"**Reference line:** {html.escape(str(clips.reference_text.iloc[0]))}")
-    for start in range(0, len(clips), 3):
-        for column, (_, row) in zip(st.columns(3), clips.iloc[start:start + 3].iterrows()):
-            with column:
-                clip_panel(view, row)
+    rows = [row for _, row in clips.iterrows()]
+    for column, row in side_by_side(rows):
+        with column:
+            clip_panel(view, row)
+    st.subheader("Every metric value")
+    st.dataframe(data.metric_values(clips, view.metrics), hide_index=True, width="stretch")
+    if "sync" in view.metrics:
+        st.subheader("Waveform, mouth opening and speech level")
+        for column, row in side_by_side(rows):
+            path = view.clip_path(row)
+            if row["clip_status"] == "ok" and path is not None and path.exists():
+                with column:
+                    sync_panel(path, row)
+
+
+def side_by_side(rows: list[pd.Series]):
+    """Up to three clips per row of columns; at least two columns, so a single clip is not drawn page-wide."""
+    for start in range(0, len(rows), 3):
+        yield from zip(st.columns(max(2, min(3, len(rows)))), rows[start:start + 3])
 
 
 def clip_panel(view: RunView, row: pd.Series) -> None:
@@ -166,9 +182,9 @@ def clip_panel(view: RunView, row: pd.Series) -> None:
         return
     st.video(str(path))
     transcript_panel(row)
-    st.dataframe(data.clip_metrics(row, view.metrics), hide_index=True, width="stretch")
-    if "sync" in view.metrics:
-        sync_panel(path, row)
+    if row.get("sync.status") == "ok":
+        st.markdown(f"**measured sync offset: {row['sync.offset_ms']:+.0f} ms** ({row['sync.offset_frames']:+.2f} "
+                    f"frames; > 0: audio lags video) · confidence {row.get('sync.confidence', float('nan')):.2f}")
 
 
 def transcript_panel(row: pd.Series) -> None:
@@ -183,7 +199,7 @@ def transcript_panel(row: pd.Series) -> None:
     st.markdown(
         f"<div style='line-height:1.8'><b>reference</b> (normalised): {reference}<br>"
         f"<b>transcript</b> (normalised): {transcript}<br>"
-        f"<small>raw transcript: {html.escape(detail['transcript'])} · by {html.escape(str(asr.get('model')))} "
+        f"<small>raw transcript: {html.escape(detail['transcript'])} · by {html.escape(str(asr.get('name')))} "
         f"({unit}s; <span style='{DIFF_STYLE['substitute']}'>substituted</span> "
         f"<span style='{DIFF_STYLE['delete']}'>deleted</span> "
         f"<span style='{DIFF_STYLE['insert']}'>inserted</span>)</small></div>", unsafe_allow_html=True)
@@ -205,35 +221,32 @@ def _waveform(path: str, stamp: int) -> pd.DataFrame:
 
 
 def sync_panel(path: Path, row: pd.Series) -> None:
-    status = row.get("sync.status")
-    offset_ms, offset_frames = row.get("sync.offset_ms"), row.get("sync.offset_frames")
-    if status == "ok":
-        st.markdown(f"**measured sync offset: {offset_ms:+.0f} ms** ({offset_frames:+.2f} frames; > 0: audio lags "
-                    f"video) · confidence {row.get('sync.confidence', float('nan')):.2f}")
-    else:
-        st.caption(f"sync: {status} {data._plain(row.get('sync.detail'))}")
+    st.markdown(f"**{row['model']}**")
+    status, offset_frames = row.get("sync.status"), row.get("sync.offset_frames")
+    if status != "ok":
+        st.caption(f"sync: {status} {data.plain_detail(row.get('sync.detail'))}")
     stamp = path.stat().st_mtime_ns
     wave = _waveform(str(path), stamp)
-    st.altair_chart(alt.Chart(wave).mark_area(opacity=0.6).encode(
-        x=alt.X("seconds:Q"), y=alt.Y("peak:Q", title="waveform"), y2="trough:Q").properties(height=110),
-        width="stretch")
+    st.altair_chart(alt.Chart(wave).mark_area(opacity=0.7).encode(
+        x=alt.X("seconds:Q"), y=alt.Y("peak:Q", title="waveform"), y2="trough:Q"), width="stretch", height=140)
     curves = _sync_curves(str(path), stamp, offset_frames if status == "ok" else None)
     if isinstance(curves, str):
         st.caption(f"mouth-opening curve not available: {curves}")
         return
     long = curves.melt("seconds", var_name="signal", value_name="level (scaled)")
     st.altair_chart(alt.Chart(long).mark_line().encode(
-        x="seconds:Q", y="level (scaled):Q", color=alt.Color("signal:N", legend=alt.Legend(orient="bottom")),
-        strokeDash=alt.condition(alt.datum.signal == "speech level − offset", alt.value([4, 3]), alt.value([1, 0])),
-    ).properties(height=200), width="stretch")
+        x="seconds:Q", y="level (scaled):Q", color=alt.Color("signal:N", legend=alt.Legend(orient="top", title=None)),
+        strokeDash=alt.condition(alt.datum.signal == "speech − offset", alt.value([4, 3]), alt.value([1, 0])),
+    ), width="stretch", height=220)
     correlations = data.detail_of(row, "sync").get("correlations")
     if correlations:
         half = len(correlations) // 2
         frame = pd.DataFrame({"lag (frames)": range(-half, half + 1), "correlation": correlations})
-        line = alt.Chart(frame).mark_line(point=True).encode(x="lag (frames):Q", y="correlation:Q")
+        line = alt.Chart(frame).mark_line(point=True).encode(
+            x="lag (frames):Q", y=alt.Y("correlation:Q", title="mouth–speech correlation"))
         peak = alt.Chart(pd.DataFrame({"lag (frames)": [offset_frames]})).mark_rule(color="red").encode(
             x="lag (frames):Q")
-        st.altair_chart((line + peak).properties(height=150), width="stretch")
+        st.altair_chart(line + peak, width="stretch", height=180)
 
 
 # -- run comparison --------------------------------------------------------------------------------------------------

@@ -62,10 +62,9 @@ def test_leaderboard_has_one_row_per_model_with_intervals_and_the_manifest(runs,
     assert list(board.model) == ["puppet"]
     view = data.load_run(runs["smoke"])
     wer = view.summary[(view.summary.metric == "wer") & (view.summary.language == "all")].iloc[0]
-    assert board["WER: wer ↓"].iloc[0] == pytest.approx(wer.value)
-    assert board["WER: wer ↓ 95% CI"].iloc[0] == f"[{wer.ci_low:.3f}, {wer.ci_high:.3f}]"
+    assert board["WER: wer ↓"].iloc[0] == f"{wer.value:.3f} [{wer.ci_low:.3f}, {wer.ci_high:.3f}]"
     for column in ("visual quality: brisque ↓", "sync.abs_offset_ms ↓", "speed.seconds_per_5s ↓"):
-        assert column in board and f"{column} 95% CI" in board
+        assert board[column].iloc[0].count("[") == 1
     assert board["prompts"].iloc[0] == 4 and board["failed clips"].iloc[0] == 0
     assert any("manifest.json" in expander.label for expander in test.expander)
     assert "physical consistency: no metric for it in this run." in texts(test, "caption")

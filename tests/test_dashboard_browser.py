@@ -60,15 +60,20 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def page():
     from playwright.sync_api import sync_playwright
 
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM,
-                                             args=[*CHROMIUM_FLAGS, f"--user-data-dir={profile}"])
+    with sync_playwright() as playwright:  # Playwright gives the browser a fresh profile directory of its own
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield browser.new_page(viewport={"width": 1280, "height": 900})
         browser.close()
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished running the script (its status widget disappears)."""
+    page.wait_for_timeout(500)
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=180_000)
+    page.wait_for_timeout(1500)  # data grids and charts draw on canvases/SVG after they are attached
 
 
 def test_leaderboard_and_drilldown_render_in_chromium(served, page):
@@ -76,16 +81,18 @@ def test_leaderboard_and_drilldown_render_in_chromium(served, page):
     page.goto(served, timeout=120_000)
     page.get_by_role("heading", name="Leaderboard").wait_for(timeout=120_000)
     page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=60_000)
-    page.wait_for_timeout(1500)  # the data grid draws on a canvas after it is attached
+    settle(page)
     assert page.get_by_text("physical consistency: no metric for it in this run.").is_visible()
-    page.screenshot(path=str(ARTIFACTS / "dashboard-leaderboard.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-leaderboard.png"))
 
+    # Streamlit scrolls inside its own container, so a tall viewport is what captures the whole drill-down
+    page.set_viewport_size({"width": 1280, "height": 2300})
     page.goto(f"{served}/?page=drilldown&item=de-platform-01", timeout=120_000)
     page.get_by_text("measured sync offset").wait_for(timeout=180_000)
     page.locator("video").first.wait_for(timeout=60_000)
     page.locator("[data-testid='stVegaLiteChart']").nth(2).wait_for(timeout=60_000)
-    page.wait_for_timeout(1500)
+    settle(page)
     assert page.get_by_text("Der Zug hat schon wieder Verspätung.").is_visible()
-    page.screenshot(path=str(ARTIFACTS / "dashboard-drilldown.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-drilldown.png"))
     for name in ("dashboard-leaderboard.png", "dashboard-drilldown.png"):
         assert (ARTIFACTS / name).stat().st_size > 20_000
