@@ -64,7 +64,12 @@ class DecodingConfig:
     """Settings that keep Whisper out of repetition loops; all of them go into `ASR.identity`."""
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # fallback when a decode fails the thresholds
     compression_ratio_threshold: float = 2.4  # gzip ratio above this = repetitive text
-    logprob_threshold: float = -1.0
+    logprob_threshold: float = -1.0  # with no_speech_threshold: a window below both is silence
+    # Whisper also falls back when the mean log-probability is low. On unclear speech (the usual case for a weak
+    # generator) that re-decodes every window at all six temperatures, ~6x the cost, and the pick is still the
+    # greedy/beam attempt almost always (best log-probability). Loops are what fallback must fix, so by default
+    # only a repetitive decode (compression ratio) triggers it.
+    fallback_on_low_logprob: bool = False
     no_speech_threshold: float = 0.6
     beam_size: int | None = 5  # at temperature 0 (None = greedy); beam 5 reads espeak German clearly better
     best_of: int = 5  # samples per fallback temperature
@@ -434,8 +439,9 @@ class ASR:
         }
 
     def acceptable(self, attempt: whisper.DecodingResult) -> bool:
-        return (attempt.compression_ratio <= self.decoding.compression_ratio_threshold
-                and attempt.avg_logprob >= self.decoding.logprob_threshold)
+        d = self.decoding
+        confident = not d.fallback_on_low_logprob or attempt.avg_logprob >= d.logprob_threshold
+        return attempt.compression_ratio <= d.compression_ratio_threshold and confident
 
 
 def load_asr(name: str = "base", device: str = "cpu", decoding: DecodingConfig = DecodingConfig()) -> ASR:
