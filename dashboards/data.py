@@ -334,7 +334,7 @@ def compare_runs(base: RunView, new: RunView, tolerance: Tolerance) -> tuple[pd.
                 "metric": column_label(metric), "model": row.model, "language": row.language,
                 "A (before)": row.baseline, "B (after)": row.current,
                 "change": delta.value if delta else math.nan,
-                "95% CI": interval_text(delta.low, delta.high) if delta else "–",
+                "ci_low": delta.low if delta else math.nan, "ci_high": delta.high if delta else math.nan,
                 "prompts": delta.n if delta else 0, "tolerance": row.threshold, "result": row.verdict,
             })
     return pd.DataFrame(rows), refused

@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboards import data
 from dashboards.data import RunView
-from mheval.gate import REGRESSION, Tolerance
+from mheval.gate import IMPROVED, PASS, REGRESSION, Tolerance
 from mheval.metrics import NotApplicable, metric_class
 from mheval.results import ALL
 
@@ -287,13 +287,36 @@ def compare_page(view: RunView, runs: list[Path]) -> None:
             f"{r.metric} {r.model}/{r.language}" for r in regressions.itertuples()))
     else:
         st.success("No regression beyond the tolerance with 95% confidence.")
-    styled = table.style.apply(lambda row: ["background-color:#fecaca" if row.result == REGRESSION else
-                                            "background-color:#dcfce7" if row.result == "improved" else ""] * len(row),
+    columns = st.columns(2)
+    for index, (metric, rows) in enumerate(table.groupby("metric", sort=False)):
+        with columns[index % 2]:
+            st.markdown(f"**{metric}**: change B − A with 95% interval")
+            st.altair_chart(change_chart(rows), width="stretch", height=max(140, 30 * len(rows)))
+    shown = table.drop(columns=["ci_low", "ci_high"])
+    shown.insert(shown.columns.get_loc("change") + 1, "95% CI",
+                 [data.interval_text(low, high) for low, high in zip(table.ci_low, table.ci_high)])
+    styled = shown.style.apply(lambda row: ["background-color:#fecaca" if row.result == REGRESSION else
+                                            "background-color:#dcfce7" if row.result == IMPROVED else ""] * len(row),
                                axis=1).format(precision=3, na_rep="–")
     st.dataframe(styled, hide_index=True, width="stretch")
     st.caption("change = B − A on the prompts both runs share, paired bootstrap over prompts (95%); a regression is "
                "a change for the worse whose whole interval lies beyond max(absolute, relative × A) — the rule of "
                "`mheval gate`. A single shared prompt has no interval: its point difference decides.")
+
+
+def change_chart(rows: pd.DataFrame) -> alt.LayerChart:
+    """One metric's changes per model and language: a point, its interval, and zero for reference."""
+    frame = rows.assign(row=rows.model + " · " + rows.language)
+    base = alt.Chart(frame).encode(
+        y=alt.Y("row:N", title=None),
+        color=alt.Color("result:N", scale=alt.Scale(domain=[PASS, REGRESSION, IMPROVED],
+                                                    range=["#6b7280", "#dc2626", "#16a34a"])))
+    points = base.mark_point(filled=True, size=70).encode(
+        x=alt.X("change:Q", title="change B − A"),
+        tooltip=["model", "language", alt.Tooltip("change:Q", format="+.3f"), "result"])
+    intervals = base.mark_rule().encode(x="ci_low:Q", x2="ci_high:Q")
+    zero = alt.Chart(pd.DataFrame({"change": [0.0]})).mark_rule(strokeDash=[3, 3], color="black").encode(x="change:Q")
+    return zero + intervals + points
 
 
 # -- speed -----------------------------------------------------------------------------------------------------------
