@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 APP = Path(__file__).resolve().parent / "app.py"
 
@@ -29,9 +30,8 @@ def add_dashboard_parser(sub) -> None:
     parser.set_defaults(handler=cmd_dashboard)
 
 
-def cmd_dashboard(args: argparse.Namespace) -> int:
+def cmd_dashboard(args: argparse.Namespace) -> NoReturn:
     print(f"mheval dashboard: http://{args.address}:{args.port}  (Ctrl-C to stop)", flush=True)
-    try:
-        return subprocess.call(streamlit_command(args.run_dirs, args.port, args.address))
-    except KeyboardInterrupt:
-        return 0
+    command = streamlit_command(args.run_dirs, args.port, args.address)
+    # become the server rather than wrap it, so stopping this process (Ctrl-C, a CI timeout) stops the server too
+    os.execv(command[0], command)
