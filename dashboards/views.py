@@ -12,10 +12,13 @@ import streamlit as st
 from dashboards import data
 from dashboards.data import RunView
 from mheval.gate import IMPROVED, PASS, REGRESSION, Tolerance
+from mheval.languages import LANGUAGES
 from mheval.metrics import NotApplicable, metric_class
 from mheval.results import ALL
 
-CHARACTER_LANGUAGES_NOTE = "zh, yue and ja are scored by characters: their WER column is a CER."
+CHARACTER_LANGUAGES_NOTE = (
+    f"{', '.join(c for c, lang in LANGUAGES.items() if lang.character_level)} are scored by characters: "
+    "their WER column is a CER.")
 
 
 @st.cache_data(show_spinner=False)

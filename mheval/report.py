@@ -13,6 +13,7 @@ from mheval.metrics.speed import speed_table
 from mheval.results import ALL
 
 PERCENT_METRICS = {"wer"}
+WEIGHTED_METRICS = {"wer"}  # summarised corpus-level; the per-utterance mean is shown beside it
 
 
 def _digits(value: float) -> int:
@@ -20,19 +21,21 @@ def _digits(value: float) -> int:
     return 3 if magnitude < 10 else 2 if magnitude < 100 else 1
 
 
-def _cell(row) -> str:
+def _cell(row, per_clip: bool = False) -> str:
     """Value on the first line and its 95% interval below, so a wide table stays readable."""
     if row is None:
         return "–"
     if row.ok == 0 and row.not_applicable:
         return "n/a"
-    if math.isnan(row.value):
+    value, low, high = (row.clip_mean, row.clip_mean_low, row.clip_mean_high) if per_clip else (
+        row.value, row.ci_low, row.ci_high)
+    if math.isnan(value):
         return "–"
     scale = 100.0 if row.metric in PERCENT_METRICS else 1.0
-    digits = 1 if row.metric in PERCENT_METRICS else _digits(row.value)
-    text = f"{row.value * scale:.{digits}f}"
-    if not math.isnan(row.ci_low):
-        text += f"\n[{row.ci_low * scale:.{digits}f}, {row.ci_high * scale:.{digits}f}]"
+    digits = 1 if row.metric in PERCENT_METRICS else _digits(value)
+    text = f"{value * scale:.{digits}f}"
+    if not math.isnan(low):
+        text += f"\n[{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
     return text
 
 
@@ -45,7 +48,8 @@ def _header(summary: pd.DataFrame, metric: str) -> str:
     first = summary[summary.metric == metric].iloc[0]
     arrow = "↓" if first.lower_is_better else "↑"
     unit = " %" if metric in PERCENT_METRICS else ""
-    return f"{metric}{unit} {arrow}\n{first.field}" if first.field != metric else f"{metric}{unit} {arrow}"
+    field = "corpus" if metric in WEIGHTED_METRICS else first.field
+    return f"{metric}{unit} {arrow}\n{field}" if field != metric else f"{metric}{unit} {arrow}"
 
 
 def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
@@ -55,8 +59,13 @@ def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavail
     table.add_column("model", style="bold")
     table.add_column("lang")
     table.add_column("prompts", justify="right")
+    columns = []  # (metric, per-clip mean?)
     for name in metrics:
+        columns.append((name, False))
         table.add_column(_header(summary, name), justify="right")
+        if name in WEIGHTED_METRICS and name not in unavailable:
+            columns.append((name, True))
+            table.add_column(f"{name} % ↓\nutterance mean", justify="right")
     table.add_column("failed", justify="right")
     for model, by_model in summary.groupby("model", sort=True):
         languages = [lang for lang in dict.fromkeys(by_model.language) if lang != ALL] + [ALL]
@@ -67,7 +76,8 @@ def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavail
                 model_label(model, notices) if index == 0 else "",
                 language,
                 str(rows.n.max()),
-                *("unavailable" if name in unavailable else _cell(cells.get(name)) for name in metrics),
+                *("unavailable" if name in unavailable else _cell(cells.get(name), per_clip)
+                  for name, per_clip in columns),
                 str(rows.failed.max()),
                 end_section=language == ALL,
                 style="bold" if language == ALL else None,

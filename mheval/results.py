@@ -86,30 +86,39 @@ def _attach_metric(table: pd.DataFrame, scores: pd.DataFrame, key: MetricKey) ->
     return table
 
 
-def estimate(table: pd.DataFrame, metric: type[Metric] | Metric, field: str | None = None) -> Estimate:
-    """Summary of one metric field over the clips in `table`, with a bootstrap interval over prompts."""
+def estimate(table: pd.DataFrame, metric: type[Metric] | Metric, field: str | None = None,
+             weighted: bool = True) -> Estimate:
+    """Summary of one metric field over the clips in `table`, with a bootstrap interval over prompts.
+
+    The headline of a metric with a `weight_field` is weighted (corpus-level WER) unless `weighted` is False
+    (the per-utterance mean)."""
     column = f"{metric.name}.{field or metric.headline}"
     rows = table[table.get(f"{metric.name}.status") == "ok"] if f"{metric.name}.status" in table else table.iloc[:0]
     if column not in rows or rows.empty:
         return Estimate(float("nan"), float("nan"), float("nan"), 0)
     weights = None
-    if metric.weight_field and field in (None, metric.headline):
+    if weighted and metric.weight_field and field in (None, metric.headline):
         weights = pd.to_numeric(rows[f"{metric.name}.{metric.weight_field}"], errors="coerce").to_numpy()
     values = pd.to_numeric(rows[column], errors="coerce").to_numpy()
     return bootstrap(rows.item_id.to_numpy(), values, weights)
 
 
 def summary(table: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
-    """Long table: model × language (and language "all") × metric → value, 95% interval, n prompts, clip counts."""
+    """Long table: model × language (and language "all") × metric → value, 95% interval, n prompts, clip counts.
+
+    `value` is the metric's summary (corpus-level for weighted metrics such as WER); `clip_mean` is the mean of
+    per-clip values (for WER: the per-utterance mean), each with its interval."""
     rows = []
     for (model, language), group in _groups(table):
         for name in metric_names:
             metric = metric_class(name)
             result = estimate(group, metric)
+            per_clip = estimate(group, metric, weighted=False)
             status = group.get(f"{name}.status", pd.Series(dtype=str))
             rows.append({
                 "model": model, "language": language, "metric": name, "field": metric.headline,
                 "value": result.value, "ci_low": result.low, "ci_high": result.high, "n": result.n,
+                "clip_mean": per_clip.value, "clip_mean_low": per_clip.low, "clip_mean_high": per_clip.high,
                 "ok": int((status == "ok").sum()), "not_applicable": int((status == "not_applicable").sum()),
                 "failed": int((status == "failed").sum()) + int((group.clip_status != "ok").sum()),
                 "lower_is_better": metric.lower_is_better,

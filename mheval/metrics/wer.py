@@ -1,6 +1,6 @@
 """Word error rate of the clip's speech against the item's dialogue, transcribed by Whisper.
 
-For zh, yue and ja the unit is the character (so "WER" is CER there, as in the paper's public ports); the summary
+For zh, yue, ja and ko the unit is the character (so "WER" is CER there, as in the paper's public ports); the summary
 is the corpus-level rate (edits over all clips / reference units over all clips), and the per-utterance mean is
 kept as a field of its own. Every score records the ASR model, its weights' sha256 and the normaliser version, so a
 change of either is never mistaken for a change of the generator.
@@ -24,7 +24,7 @@ class WordErrorRate(Metric):
     headline = "wer"
     weight_field = "reference_length"
     lower_is_better = True
-    description = "Whisper transcript vs the dialogue; character level for zh/yue/ja (CER), corpus-level summary"
+    description = "Whisper transcript vs the dialogue; character level for zh/yue/ja/ko (CER), corpus-level summary"
 
     def __init__(self, asr: str = "base", **options: Any):
         super().__init__(asr=asr, **options)
