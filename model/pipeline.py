@@ -42,8 +42,8 @@ from PIL import Image
 from torch import nn
 
 from model.audio_vae import OUTPUT_SAMPLE_RATE, AudioVAE, OobleckConfig, load_audio_vae
-from model.checkpoint import load_checkpoint
-from model.dit import DiTConfig, DiTModel, FourierRope
+from model.checkpoint import load_dit
+from model.dit import DiTConfig, DiTModel
 from model.sampling import (AUDIO_LATENTS_PER_SECOND, BASE_SAMPLER, DISTILL_SAMPLER, PIXELS_PER_LATENT,
                             LatentShape, SamplerConfig, SamplingResult, StepState, VelocityFn, dit_velocity_fn,
                             generate_latents, latent_side)
@@ -214,18 +214,11 @@ class CheckpointPaths:
         return files + _files(self.text_encoder, "*.safetensors", "*.json", "*.model")
 
 
-def load_dit(directory: Path, sr_1080p: bool = False) -> DiTModel:
-    """A DiT checkpoint directory → model on the CPU, built on the meta device and filled strictly."""
+def load_dit_directory(directory: Path, sr_1080p: bool = False) -> DiTModel:
+    """A DiT checkpoint directory (with an optional config.json) → model on the CPU, filled strictly."""
     config_file = directory / "config.json"
     cfg = DiTConfig.from_dict(json.loads(config_file.read_text())) if config_file.exists() else DiTConfig()
-    if sr_1080p:
-        cfg = cfg.sr_1080p()
-    with torch.device("meta"):
-        dit = DiTModel(cfg)
-    load_checkpoint(dit, directory)
-    if dit.adapter.rope.bands.is_meta:           # a derived buffer that checkpoints need not carry
-        dit.adapter.rope = FourierRope(cfg.rope_bands_per_axis, cfg.rope_base)
-    return dit.eval()
+    return load_dit(directory, cfg.sr_1080p() if sr_1080p else cfg)
 
 
 def load_components(checkpoints: str | Path, preset: Preset, vae_dtype: torch.dtype = torch.float32,
@@ -234,8 +227,8 @@ def load_components(checkpoints: str | Path, preset: Preset, vae_dtype: torch.dt
     paths = CheckpointPaths.find(checkpoints, preset)
     return Components(
         text_encoder=T5GemmaTextEncoder(paths.text_encoder, "cpu", text_dtype),
-        dit=load_dit(paths.dit),
-        sr_dit=load_dit(paths.sr_dit, sr_1080p=preset.sr_local_attention) if paths.sr_dit else None,
+        dit=load_dit_directory(paths.dit),
+        sr_dit=load_dit_directory(paths.sr_dit, sr_1080p=preset.sr_local_attention) if paths.sr_dit else None,
         turbo_vaed=load_turbo_vaed(*paths.turbo_vaed, dtype=vae_dtype) if paths.turbo_vaed else None,
         wan_vae=load_wan_vae(paths.wan_vae, dtype=vae_dtype) if paths.wan_vae else None,
         audio_vae=load_audio_vae(paths.audio_vae),

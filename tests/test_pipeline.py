@@ -13,7 +13,7 @@ from dit_fixture_utils import build_fixture_model
 from mheval.media import probe
 from model.checkpoint import save_checkpoint
 from model.pipeline import (PRESETS, TINY_DIT, TINY_RANDOM_LABEL, CheckpointPaths, MagiHumanPipeline, Preset,
-                            audio_samples, clip_shape, load_dit, resolve_preset, round_resolution,
+                            audio_samples, clip_shape, load_dit_directory, resolve_preset, round_resolution,
                             tiny_random_components)
 from model.sampling import LatentShape, SamplerConfig, latent_side
 from model.text_encoder import TextEmbedding
@@ -168,10 +168,10 @@ def test_dit_checkpoint_directory_round_trip(tmp_path):
               "num_query_groups": TINY_DIT.num_query_groups, "mm_layers": list(TINY_DIT.mm_layers),
               "gelu7_layers": list(TINY_DIT.gelu7_layers), "text_in_channels": TINY_DIT.text_in_channels}
     (tmp_path / "base" / "config.json").write_text(json.dumps(config))
-    loaded = load_dit(tmp_path / "base")
+    loaded = load_dit_directory(tmp_path / "base")
     expected, got = dit.state_dict(), loaded.state_dict()
     assert set(expected) == set(got) and all(torch.equal(expected[k], got[k]) for k in expected)
-    assert load_dit(tmp_path / "base", sr_1080p=True).cfg.local_attn_layers
+    assert load_dit_directory(tmp_path / "base", sr_1080p=True).cfg.local_attn_layers
 
 
 def test_missing_checkpoints_name_the_path_and_the_layout(tmp_path):
