@@ -1,36 +1,25 @@
 """Shared loading of the DiT parity fixtures (tests/fixtures/parity/dit_*), driven by their sidecars."""
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from parity_fixture import load_fixture, rel_err  # noqa: F401  (re-exported for the DiT tests)
 
 from model.checkpoint import fixture_state_dict, load_fixture_params
 from model.dit import DiTConfig, DiTModel
 from model.packing import PackedSequence, pack
 
-FIXTURES = Path(__file__).parent / "fixtures" / "parity"
 DIT_FIXTURES = ("dit_tiny", "dit_tiny_local_attn")
-
-
-def rel_err(mine: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((mine.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
-
-
-def load_fixture(name: str) -> tuple[dict[str, torch.Tensor], dict]:
-    return load_file(FIXTURES / f"{name}.safetensors"), json.loads((FIXTURES / f"{name}.json").read_text())
 
 
 def weight_tensors(name: str) -> dict[str, torch.Tensor]:
     """The fixture's own param.* tensors, or those of the fixture its sidecar's "weights" note points to."""
-    tensors, sidecar = load_fixture(name)
+    sidecar, tensors = load_fixture(name)
     if fixture_state_dict(tensors):
         return tensors
     source = re.search(r"(\w+)\.safetensors", sidecar["weights"]).group(1)
-    return load_fixture(source)[0]
+    return load_fixture(source)[1]
 
 
 def pack_fixture_inputs(tensors, sidecar, coords_style: str | None = None, drop_text_tokens: int = 0) -> PackedSequence:
@@ -49,7 +38,7 @@ def pack_fixture_inputs(tensors, sidecar, coords_style: str | None = None, drop_
 
 def build_fixture_model(name: str, tmp_dir, compute_dtype=torch.float32) -> DiTModel:
     """The fixture's DiT with its weights loaded through the checkpoint loader."""
-    _, sidecar = load_fixture(name)
+    sidecar, _ = load_fixture(name)
     model = DiTModel(DiTConfig.from_dict(sidecar["model_config"], compute_dtype=compute_dtype)).eval()
     load_fixture_params(model, weight_tensors(name), tmp_dir)
     return model

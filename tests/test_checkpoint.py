@@ -12,7 +12,7 @@ from model.dit import DiTConfig, DiTModel
 
 
 def tiny_config():
-    return DiTConfig.from_dict(load_fixture("dit_tiny")[1]["model_config"])
+    return DiTConfig.from_dict(load_fixture("dit_tiny")[0]["model_config"])
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_load_dit_materialises_a_meta_model(reference_state, tmp_path, drop_band
     save_checkpoint(state, tmp_path, num_shards=3, compress=True)
     model = load_dit(tmp_path, tiny_config())
     assert not model.training and not any(t.is_meta for t in model.state_dict().values())
-    tensors, sidecar = load_fixture("dit_tiny")
+    sidecar, tensors = load_fixture("dit_tiny")
     with torch.no_grad():
         velocity = model(*pack_fixture_inputs(tensors, sidecar).model_inputs())
     assert rel_err(velocity, tensors["out_fp32.velocity_packed"]) <= 1e-5

@@ -18,7 +18,7 @@ CASES = list(itertools.product(DIT_FIXTURES, (0, 1)))
 
 
 def fixture_inputs(name: str, drop_text_tokens: int):
-    tensors, sidecar = load_fixture(name)
+    sidecar, tensors = load_fixture(name)
     return pack_fixture_inputs(tensors, sidecar, drop_text_tokens=drop_text_tokens)
 
 
@@ -57,7 +57,7 @@ def test_two_process_equals_single_process(parallel_outputs, name, drop_text_tok
         assert parallel.shape == single.shape
         assert rel_err(parallel, single) <= 1e-6
     if not drop_text_tokens:
-        assert rel_err(parallel, load_fixture(name)[0]["out_fp32.velocity_packed"]) <= 1e-5
+        assert rel_err(parallel, load_fixture(name)[1]["out_fp32.velocity_packed"]) <= 1e-5
 
 
 def test_uneven_cases_are_uneven():

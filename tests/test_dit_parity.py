@@ -25,7 +25,7 @@ def run_with_intermediates(model, packed):
 
 @pytest.mark.parametrize("name", DIT_FIXTURES)
 def test_fp32_forward_matches_original(name, tmp_path):
-    tensors, sidecar = load_fixture(name)
+    sidecar, tensors = load_fixture(name)
     model = build_fixture_model(name, tmp_path)
     packed = pack_fixture_inputs(tensors, sidecar)
     velocity, inter = run_with_intermediates(model, packed)
@@ -40,7 +40,7 @@ def test_fp32_forward_matches_original(name, tmp_path):
 
 @pytest.mark.parametrize("name", DIT_FIXTURES)
 def test_bf16_forward_matches_original(name, tmp_path):
-    tensors, sidecar = load_fixture(name)
+    sidecar, tensors = load_fixture(name)
     model = build_fixture_model(name, tmp_path, compute_dtype=torch.bfloat16)
     velocity, inter = run_with_intermediates(model, pack_fixture_inputs(tensors, sidecar))
     for key, value in inter.items():
@@ -49,12 +49,12 @@ def test_bf16_forward_matches_original(name, tmp_path):
 
 
 def v1_variant_fixtures():
-    return [name for name in DIT_FIXTURES if "packed_v1.coords_mapping" in load_fixture(name)[0]]
+    return [name for name in DIT_FIXTURES if "packed_v1.coords_mapping" in load_fixture(name)[1]]
 
 
 @pytest.mark.parametrize("name", v1_variant_fixtures())
 def test_v1_coords_forward_matches_original(name, tmp_path):
-    tensors, sidecar = load_fixture(name)
+    sidecar, tensors = load_fixture(name)
     packed = pack_fixture_inputs(tensors, sidecar, coords_style="v1")
     assert torch.equal(packed.coords_mapping, tensors["packed_v1.coords_mapping"])
     with torch.no_grad():
@@ -65,8 +65,8 @@ def test_v1_coords_forward_matches_original(name, tmp_path):
 
 
 def test_local_attention_layers_require_ranges(tmp_path):
-    name = next(n for n in DIT_FIXTURES if load_fixture(n)[1]["model_config"]["local_attn_layers"])
-    tensors, sidecar = load_fixture(name)
+    name = next(n for n in DIT_FIXTURES if load_fixture(n)[0]["model_config"]["local_attn_layers"])
+    sidecar, tensors = load_fixture(name)
     packed = pack_fixture_inputs(tensors, sidecar)
     with pytest.raises(ValueError, match="local"):
         build_fixture_model(name, tmp_path)(packed.x, packed.coords_mapping, packed.modality_mapping)
@@ -74,7 +74,7 @@ def test_local_attention_layers_require_ranges(tmp_path):
 
 def test_shuffled_token_order_gives_permuted_velocity(tmp_path):
     """Modality grouping is internal: any token order gives the same per-token velocity (full attention)."""
-    tensors, sidecar = load_fixture("dit_tiny")
+    sidecar, tensors = load_fixture("dit_tiny")
     packed = pack_fixture_inputs(tensors, sidecar)
     model = build_fixture_model("dit_tiny", tmp_path)
     perm = torch.randperm(len(packed.x), generator=torch.Generator().manual_seed(0))

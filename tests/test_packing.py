@@ -10,7 +10,7 @@ PACKED_FIELDS = ("x", "coords_mapping", "modality_mapping", "local_q_ranges", "l
 
 @pytest.mark.parametrize("name", DIT_FIXTURES)
 def test_packing_is_exact(name):
-    tensors, sidecar = load_fixture(name)
+    sidecar, tensors = load_fixture(name)
     packed = pack_fixture_inputs(tensors, sidecar)
     for field in PACKED_FIELDS:
         mine, ref = getattr(packed, field), tensors[f"packed.{field}"]
@@ -22,7 +22,7 @@ def test_packing_is_exact(name):
 
 @pytest.mark.parametrize("name", DIT_FIXTURES)
 def test_unpacking_is_exact(name):
-    tensors, sidecar = load_fixture(name)
+    sidecar, tensors = load_fixture(name)
     packed = pack_fixture_inputs(tensors, sidecar)
     variants = [p.split(".")[0] for p in tensors if p.endswith(".video_velocity")]
     assert variants
@@ -33,7 +33,7 @@ def test_unpacking_is_exact(name):
 
 
 def test_v1_coordinates_are_exact():
-    tensors, sidecar = load_fixture("dit_tiny")
+    sidecar, tensors = load_fixture("dit_tiny")
     packed = pack_fixture_inputs(tensors, sidecar, coords_style="v1")
     assert torch.equal(packed.coords_mapping, tensors["packed_v1.coords_mapping"])
     v2 = pack_fixture_inputs(tensors, sidecar, coords_style="v2")
@@ -61,7 +61,7 @@ def test_video_feature_order_asymmetry():
 
 
 def test_text_padding_is_never_packed():
-    tensors, sidecar = load_fixture("dit_tiny")
+    sidecar, tensors = load_fixture("dit_tiny")
     text = tensors["input.text_embeds_padded"].clone()
     length = int(tensors["input.text_len"])
     text[:, length:] = 123.0
