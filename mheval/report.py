@@ -41,7 +41,7 @@ def _cell(row, per_clip: bool = False) -> str:
 
 def model_label(model: str, notices: dict[str, str | None]) -> str:
     notice = notices.get(model)
-    return f"{model}\n({notice})" if notice else model
+    return f"{model} ({notice})" if notice else model
 
 
 def _header(summary: pd.DataFrame, metric: str) -> str:
