@@ -11,6 +11,8 @@ from mheval.validate import add_validate_parser
 
 EXIT_OK = 0
 EXIT_INPUT_ERROR = 2          # bad arguments, unreadable suite, unknown model or metric
+DEFAULT_MODELS = ("puppet", "magihuman")
+
 EXIT_PARTIAL = 3              # the run finished but some clips or scores failed (they are recorded in the store)
 
 DESCRIPTION = """\
@@ -61,7 +63,9 @@ def add_run_parser(sub) -> None:
     parser.add_argument("--suite", default="multilingual", help="suite name in prompts/ or a path to a .toml file")
     parser.add_argument("--models", action="append", default=None,
                         help="comma-separated [LABEL=]ADAPTER[:ARG] (repeatable; a command: spec takes a whole "
-                             "--models). Adapters: %s. Default: puppet" % ", ".join(_adapter_names()))
+                             "--models). Adapters: %s. Default: %s (the reference puppet and the bundled generator, "
+                             "a tiny random configuration without checkpoints)" % (", ".join(_adapter_names()),
+                                                                                  ",".join(DEFAULT_MODELS)))
     parser.add_argument("--model-option", action="append", default=[], metavar="LABEL.KEY=VALUE",
                         help="adapter option, e.g. puppet.shift_ms=120")
     parser.add_argument("--metrics", default=None,
@@ -93,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     request = RunRequest(
         suite=args.suite,
-        models=_split_models(args.models or ["puppet"]),
+        models=_split_models(args.models or list(DEFAULT_MODELS)),
         out=args.out,
         limit=args.limit,
         languages=args.languages.split(",") if args.languages else None,
