@@ -129,12 +129,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _report_outcome(outcome) -> int:
-    from rich.console import Console
-
-    from mheval.report import print_report
+    from mheval.report import make_console, print_report
     from mheval.results import MetricKey, clip_table, export, summary
 
-    console = Console()
+    console = make_console()
     for label, coverage in outcome.coverage.items():
         if coverage.missing:
             console.print(f"[yellow]{label}: no clip for {len(coverage.missing)} item(s): "

@@ -95,9 +95,14 @@ def speed_view(speed: pd.DataFrame) -> Table:
     return view
 
 
+def make_console() -> Console:
+    """The terminal's width on a terminal; wide enough for the results table when written to a file or pipe."""
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
 def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
                  clips: pd.DataFrame | None = None, primary: str = "wer", console: Console | None = None) -> None:
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console = console or make_console()
     if summary.empty:
         console.print("[yellow]no results to report[/yellow]")
         return
