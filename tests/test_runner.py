@@ -185,3 +185,11 @@ def test_killed_run_resumes_with_exactly_one_result_per_item(tmp_path, smoke_sui
     assert (clips.status == "ok").all()
     assert len(scores) == len(smoke_suite.items) and set(scores.status) == {"ok"}
     assert not list(out.glob("clips/*/.*partial*"))
+
+
+def test_puppet_speaks_japanese_from_kana_and_keeps_other_languages_verbatim():
+    from mheval.adapters.puppet import speakable
+
+    spoken = speakable("写真撮ってもいい？", "ja")
+    assert spoken == "しゃしんとってもいい？"
+    assert speakable("Guten Tag", "de") == "Guten Tag" and speakable("你好", "zh") == "你好"

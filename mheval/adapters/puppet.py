@@ -24,6 +24,7 @@ from mheval.media import write_mp4
 from mheval.suites import SuiteItem
 
 FPS = 25
+VERSION = 2  # bump when the clips it makes change (2: Japanese spoken from its kana reading)
 PAUSE_SECONDS = 0.35  # between dialogue lines, and before the first one so onsets are not at frame 0
 
 
@@ -33,7 +34,7 @@ class PuppetAdapter(Adapter):
     description = "espeak-ng speech + procedural face, lips driven by the speech envelope (options: shift_ms, voice)"
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "espeak": espeak_version(), "shift_ms": self.shift_ms}
+        return {**super().config(), "version": VERSION, "espeak": espeak_version(), "shift_ms": self.shift_ms}
 
     @property
     def shift_ms(self) -> float:
@@ -42,7 +43,7 @@ class PuppetAdapter(Adapter):
     def generate(self, item: SuiteItem, output: Path, seed: int) -> dict[str, Any]:
         started = time.perf_counter()
         voice = self.options.get("voice", language(item.language).espeak_voice)
-        speech, sample_rate = speak([line.text for line in item.dialogue], voice)
+        speech, sample_rate = speak([speakable(line.text, item.language) for line in item.dialogue], voice)
         spoken = time.perf_counter()
         seconds = max(item.seconds, len(speech) / sample_rate + PAUSE_SECONDS)
         frame_count = int(round(seconds * FPS))
@@ -68,6 +69,16 @@ def espeak_version() -> str:
     if program is None:
         return "missing"
     return subprocess.run([program, "--version"], capture_output=True, text=True).stdout.strip()
+
+
+def speakable(text: str, language_code: str) -> str:
+    """The line as espeak-ng can say it. Its Japanese voice reads kana but says "Chinese letter" for every kanji,
+    so Japanese is spoken from its kana reading (pykakasi's dictionary); the reference text keeps the kanji."""
+    if language_code != "ja":
+        return text
+    import pykakasi
+
+    return "".join(part["hira"] for part in pykakasi.kakasi().convert(text))
 
 
 def speak(lines: list[str], voice: str) -> tuple[np.ndarray, int]:
