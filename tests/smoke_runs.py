@@ -4,11 +4,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from mheval.media import probe, read_audio, read_video, write_mp4
 from mheval.runner import RunRequest, run
 from mheval.store import RunStore
+from mheval.validate import add_noise, rewrite_clip
 
 
 def puppet_smoke_run(base: Path) -> Path:
@@ -17,15 +15,6 @@ def puppet_smoke_run(base: Path) -> Path:
     if not (directory / "manifest.json").exists():
         run(RunRequest(suite="smoke", models=["puppet"], out=directory, progress=False))
     return directory
-
-
-def add_noise(source: Path, target: Path, snr_db: float, seed: int = 0) -> None:
-    """Copy a clip with white noise added to its audio at `snr_db` (signal RMS over noise RMS); video unchanged."""
-    info = probe(source)
-    audio = read_audio(source, info.audio_sample_rate)
-    noise_rms = np.sqrt(np.mean(audio ** 2)) * 10 ** (-snr_db / 20)
-    noisy = audio + np.random.default_rng(seed).normal(0.0, noise_rms, audio.shape)
-    write_mp4(target, read_video(source), round(info.fps), noisy.astype(np.float32), info.audio_sample_rate)
 
 
 def export_clips(run_dir: Path, target: Path, degrade_language: str | None = None, snr_db: float = -6.0) -> Path:
@@ -37,7 +26,7 @@ def export_clips(run_dir: Path, target: Path, degrade_language: str | None = Non
     for row in clips[clips.status == "ok"].itertuples():
         destination = target / f"{row.item_id}.mp4"
         if row.language == degrade_language:
-            add_noise(run_dir / row.path, destination, snr_db)
+            rewrite_clip(run_dir / row.path, destination, audio=lambda audio, rate: add_noise(audio, snr_db, seed=0))
         else:
             shutil.copyfile(run_dir / row.path, destination)
     return target

@@ -73,7 +73,7 @@ def test_limit_is_per_language(tmp_path, smoke_suite):
     assert len(outcome.items) == len(languages)
 
 
-def _noisy_copy(source: Path, target: Path) -> None:
+def _copy_without_audio(source: Path, target: Path) -> None:
     """Re-encode a clip without its audio track."""
     from mheval.media import read_video
 
@@ -89,7 +89,7 @@ def test_clips_adapter_reports_missing_extra_and_broken_clips_and_run_continues(
     (clips_dir / f"{good}.mp4").write_bytes((made.store.directory / made.store.clips().path[0]).read_bytes())
     (clips_dir / f"{corrupt}.mp4").write_bytes(os.urandom(4096))
     (clips_dir / f"{empty}.mp4").write_bytes(b"")
-    _noisy_copy(made.store.directory / made.store.clips().path[3], clips_dir / f"{silent}.mp4")
+    _copy_without_audio(made.store.directory / made.store.clips().path[3], clips_dir / f"{silent}.mp4")
     (clips_dir / "not-an-item.mp4").write_bytes(b"x")
     outcome = run(_request(tmp_path, models=[f"ext=clips:{clips_dir}"], out=tmp_path / "ext"))
     assert outcome.coverage["ext"].extra == ("not-an-item",)
