@@ -21,13 +21,6 @@ class Estimate:
     high: float
     n: int  # prompts
 
-    def format(self, scale: float = 1.0, digits: int = 3) -> str:
-        if np.isnan(self.value):
-            return "–"
-        if np.isnan(self.low):
-            return f"{self.value * scale:.{digits}f}"
-        return f"{self.value * scale:.{digits}f} [{self.low * scale:.{digits}f}, {self.high * scale:.{digits}f}]"
-
 
 def _per_prompt_sums(groups: np.ndarray, values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _, index = np.unique(groups, return_inverse=True)
