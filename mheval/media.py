@@ -183,11 +183,6 @@ class ClipMedia:
     def audio_16k(self) -> np.ndarray:
         return read_audio(self.path, ASR_SAMPLE_RATE)
 
-    def audio(self, sample_rate: int) -> np.ndarray:
-        if sample_rate == ASR_SAMPLE_RATE:
-            return self.audio_16k
-        return read_audio(self.path, sample_rate)
-
     @cached_property
     def has_audio(self) -> bool:
         with _open(self.path) as container:
