@@ -12,9 +12,9 @@ passed on its own clock: no rater can answer before they could have heard both c
 """
 from __future__ import annotations
 
-import html
 import logging
 import os
+import re
 
 import streamlit as st
 
@@ -105,6 +105,11 @@ def undo(rater_id: int, trial_id: str) -> None:
         say("warning", refusal.reason)
 
 
+def plain(text: str) -> str:
+    """Prompt text shown as written: Markdown's special characters escaped."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
+
+
 def clips_html(trial: TrialView) -> str:
     videos = "".join(
         f'<figure><figcaption>{label}</figcaption><video src="{MEDIA_ROUTE}/{store().grant(trial.trial_id, side)}" '
@@ -116,8 +121,8 @@ def clips_html(trial: TrialView) -> str:
 def trial_page(rater_id: int, trial: TrialView) -> None:
     criteria = store().settings()["criteria"]
     st.progress((trial.position - 1) / trial.total, text=f"Trial {trial.position} of {trial.total}")
-    st.markdown(f"**Scene:** {html.escape(trial.scene)}")
-    st.markdown(f"**Spoken line:** “{html.escape(trial.spoken)}”")
+    st.markdown(f"**Scene:** {plain(trial.scene)}")
+    st.markdown(f"**Spoken line:** “{plain(trial.spoken)}”")
     st.html(clips_html(trial), unsafe_allow_javascript=True)
     st.caption(f"Play A and B to the end, one after the other (about {trial.seconds_to_watch:.0f} s), then answer "
                "each question: A = left clip, B = right clip, or tie. Keys: each row's three keys, left to right; "

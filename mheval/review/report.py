@@ -83,12 +83,13 @@ def run_metric_values(run_dir: Path) -> pd.DataFrame:
 
 def build_report(store: StudyStore, exclude_failing_raters: bool = False, margin: float = 0.55,
                  bars: RaterBars = RaterBars(), run_dir: Path | None = None,
-                 resamples: int = stats.DAVIDSON_RESAMPLES) -> StudyReport:
+                 resamples: int = stats.DAVIDSON_RESAMPLES,
+                 arena_resamples: int = stats.ARENA_RESAMPLES) -> StudyReport:
     settings = store.settings()
     models = list(settings["models"])
     votes = stats.outcomes(store.votes())
     rater_table = stats.raters(votes, bars) if not votes.empty else pd.DataFrame()
-    excluded = rater_table[rater_table.flags != ""] if not rater_table.empty else rater_table
+    excluded = rater_table[rater_table.fails != ""] if not rater_table.empty else rater_table
     kept = votes[~votes.rater_id.isin(excluded.rater_id)] if exclude_failing_raters and len(excluded) else votes
     real = stats.real(kept)
     notes = []
@@ -96,7 +97,7 @@ def build_report(store: StudyStore, exclude_failing_raters: bool = False, margin
     for criterion, group in real.groupby("criterion", sort=False):
         present = [m for m in models if m in set(group.model_a) | set(group.model_b)]
         davidson.append(stats.davidson(group, present, resamples=resamples).assign(criterion=criterion))
-        arena.append(stats.arena(group, present).assign(criterion=criterion))
+        arena.append(stats.arena(group, present, resamples=arena_resamples).assign(criterion=criterion))
     run_dir = Path(run_dir or settings["run_dir"])
     try:
         metric_values = run_metric_values(run_dir)
@@ -118,12 +119,12 @@ def build_report(store: StudyStore, exclude_failing_raters: bool = False, margin
         notes=notes,
     )
     report.protocol = protocol(store, votes, kept, report, excluded if exclude_failing_raters else excluded.iloc[:0],
-                               resamples)
+                               resamples, arena_resamples)
     return report
 
 
 def protocol(store: StudyStore, votes: pd.DataFrame, kept: pd.DataFrame, report: StudyReport,
-             excluded: pd.DataFrame, resamples: int) -> dict[str, Any]:
+             excluded: pd.DataFrame, resamples: int, arena_resamples: int) -> dict[str, Any]:
     settings = store.settings()
     items, pairs, invited = store.items(), store.pairs(), store.raters()
     real = kept[(kept.kind == "real") & (kept.slot != "repeat")]
@@ -135,7 +136,7 @@ def protocol(store: StudyStore, votes: pd.DataFrame, kept: pd.DataFrame, report:
         "real_pairs": int((pairs.kind == "real").sum()), "pairs_rated": int(real.pair_id.nunique()),
         "raters_invited": len(invited), "raters_revoked": int(invited.revoked.notna().sum()),
         "raters_voting": int(votes.rater_id.nunique()),
-        "raters_excluded": {r.rater: r.flags for r in excluded.itertuples()},
+        "raters_excluded": {r.rater: r.fails for r in excluded.itertuples()},
         "votes": {"total": len(votes), "used": len(kept), "real": len(real),
                   "catch": int((kept.kind == "catch").sum()), "repeats": int((kept.slot == "repeat").sum()),
                   "trials": int(kept.trial_id.nunique())},
@@ -145,13 +146,14 @@ def protocol(store: StudyStore, votes: pd.DataFrame, kept: pd.DataFrame, report:
                    "vote_rule": f"accepted only after {settings['dwell_factor']:g} × (left + right clip duration) "
                                 "on the server clock since the trial was first shown",
                    "undo_seconds": settings["undo_seconds"]},
-        "agreement": {r.criterion: {"krippendorff_alpha": _round(r.alpha), "fleiss_kappa": _round(r.kappa),
+        "agreement": {r.criterion: {"pairwise_agreement": _round(r.pairwise_agreement),
+                                    "krippendorff_alpha": _round(r.alpha), "fleiss_kappa": _round(r.kappa),
                                     "units": r.units} for r in report.agreement.itertuples()},
         "catch_pass": _round(float(np.nanmean(stats.expected_correct(votes))) if len(votes) else math.nan),
         "left_share": {r.criterion: _round(r.left_share) for r in report.side_bias.itertuples()},
         "statistics": f"Wilson 95% intervals; Davidson Bradley–Terry (ties modelled) with {resamples} bootstrap "
                       "resamples of prompts; Arena-style Bradley–Terry (ties as half wins, base 10, scale 400, "
-                      f"anchor {settings['models'][0]} = 1000) with {stats.ARENA_RESAMPLES} resamples",
+                      f"anchor {settings['models'][0]} = 1000) with {arena_resamples} resamples",
     }
 
 
@@ -182,8 +184,9 @@ def protocol_text(report: StudyReport) -> str:
     p = report.protocol
     votes, design = p["votes"], p["design"]
     agreement = "; ".join(
-        f"{CRITERION_LABELS.get(c, c).lower()}: Krippendorff's α = {_text(a['krippendorff_alpha'])}, Fleiss' κ = "
-        f"{_text(a['fleiss_kappa'])} ({a['units']} pairs rated by ≥ 2 raters)" for c, a in p["agreement"].items())
+        f"{CRITERION_LABELS.get(c, c).lower()}: {_text(a['pairwise_agreement'], percent=True)} pairwise, "
+        f"Krippendorff's α = {_text(a['krippendorff_alpha'])}, Fleiss' κ = {_text(a['fleiss_kappa'])} "
+        f"({a['units']} pairs rated by ≥ 2 raters)" for c, a in p["agreement"].items())
     excluded = (f"; {len(p['raters_excluded'])} excluded for failing quality checks"
                 if p["raters_excluded"] else "")
     return (
@@ -268,9 +271,9 @@ def print_report(report: StudyReport, console=None) -> None:
         ratings = report.davidson[report.davidson.criterion == criterion]
         console.print("Davidson BT: " + ", ".join(f"{m} {t}" for m, t in ratings_table(ratings).itertuples(
             index=False)), highlight=False)
-    flagged = report.raters[report.raters.flags != ""] if not report.raters.empty else report.raters
+    flagged = report.raters[report.raters.fails != ""] if not report.raters.empty else report.raters
     for row in flagged.itertuples():
-        console.print(f"[red]rater {row.rater}[/red]: {row.flags}")
+        console.print(f"[red]rater {row.rater}[/red]: {row.fails}")
     if not report.metric_agreement.empty:
         best = report.metric_agreement[report.metric_agreement.language == ALL].sort_values(
             "agreement", ascending=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import secrets
 import sqlite3
@@ -28,6 +29,7 @@ MEDIA = "media"
 STUDY_ENV = "MHEVAL_REVIEW_STUDY"     # how `mheval review serve` tells the app which study it serves
 MEDIA_ROUTE = "review-media"          # URL prefix of the media endpoint (mheval/review/server.py)
 VERDICTS = ("left", "tie", "right")
+CLOCK_SLACK = 1e-3                    # seconds; float rounding of timestamps, not a grace period
 GRANT_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
 # The criteria a study can ask, in the order the app shows them; `mheval review create --criteria` picks a subset.
 CRITERION_LABELS = {
@@ -151,6 +153,11 @@ class TrialRow:
 def token_hash(token: str) -> str:
     # Tokens are 144 random bits, so a fast hash is safe: there is no dictionary to try against it.
     return hashlib.sha256(token.strip().encode()).hexdigest()
+
+
+def _integer(value: Any) -> int | None:
+    """numpy integers would be stored as blobs (they expose a buffer), which never join."""
+    return None if value is None else int(value)
 
 
 def random_name(nbytes: int = 16) -> str:
@@ -294,7 +301,7 @@ class StudyStore:
             db.executemany(
                 "INSERT INTO trials (trial_id, rater_id, position, slot, pair_id, left_clip, right_clip, sampling) "
                 "VALUES (?,?,?,?,?,?,?,?)",
-                [(random_name(8), rater_id, last + index, row["slot"], row.get("pair_id"), row.get("left_clip"),
+                [(random_name(8), rater_id, last + index, row["slot"], _integer(row.get("pair_id")), row.get("left_clip"),
                   row.get("right_clip"), json.dumps(row.get("sampling"))) for index, row in enumerate(rows, 1)])
 
     def fill_trial(self, trial_id: str, pair_id: int, left_clip: str, right_clip: str, sampling: dict,
@@ -302,7 +309,7 @@ class StudyStore:
         with self.transaction() as db:
             db.execute("UPDATE trials SET pair_id = ?, left_clip = ?, right_clip = ?, sampling = ?, repeat_of = ? "
                        "WHERE trial_id = ? AND pair_id IS NULL",
-                       (pair_id, left_clip, right_clip, json.dumps(sampling), repeat_of, trial_id))
+                       (int(pair_id), left_clip, right_clip, json.dumps(sampling), repeat_of, trial_id))
 
     def drop_trial(self, trial_id: str) -> None:
         """Remove an unfilled slot that cannot be filled; later trials move up so positions stay contiguous."""
@@ -336,9 +343,10 @@ class StudyStore:
                        (time.time() if now is None else now, trial_id))
 
     def times_shown(self) -> dict[int, int]:
-        """pair_id → how many trials (any rater) show it; the balance of the next assignment."""
+        """pair_id → how many raters were given it (repeats not counted): balances the next assignment and sets the
+        side order of its next showing."""
         return dict(self._db.execute("SELECT pair_id, COUNT(*) FROM trials WHERE pair_id IS NOT NULL "
-                                     "GROUP BY pair_id").fetchall())
+                                     "AND slot != 'repeat' GROUP BY pair_id").fetchall())
 
     def trials(self) -> pd.DataFrame:
         return self.query("SELECT * FROM trials ORDER BY rater_id, position")
@@ -396,8 +404,8 @@ class StudyStore:
                 return False
             needed = settings["dwell_factor"] * (left_seconds + right_seconds)
             watched = now - served_at if served_at is not None else 0.0
-            if watched < needed:
-                raise VoteRefused(f"Play both clips to the end first ({needed - watched:.0f} s left).",
+            if watched + CLOCK_SLACK < needed:
+                raise VoteRefused(f"Play both clips to the end first ({math.ceil(needed - watched)} s left).",
                                   needed - watched)
             db.executemany("INSERT OR IGNORE INTO votes VALUES (?,?,?,?,?)",
                            [(trial_id, c, rater_id, verdicts[c], now) for c in settings["criteria"]])
