@@ -392,9 +392,6 @@ class StudyStore:
         """Write one vote per criterion, atomically. True when written, False when this trial was already
         submitted (a double submit stores nothing new). Raises VoteRefused when the rater may not vote yet."""
         settings = self.settings()
-        missing = [c for c in settings["criteria"] if c not in verdicts]
-        if missing:
-            raise VoteRefused("Answer every question first: " + ", ".join(CRITERION_LABELS.get(c, c) for c in missing))
         for criterion, verdict in verdicts.items():
             self._check_answer(criterion, verdict)
         now = time.time() if now is None else now
@@ -407,6 +404,9 @@ class StudyStore:
             if watched + CLOCK_SLACK < needed:
                 raise VoteRefused(f"Play both clips to the end first ({math.ceil(needed - watched)} s left).",
                                   needed - watched)
+            missing = [c for c in settings["criteria"] if c not in verdicts]
+            if missing:
+                raise VoteRefused("Answer every question first: " + ", ".join(CRITERION_LABELS[c] for c in missing))
             db.executemany("INSERT OR IGNORE INTO votes VALUES (?,?,?,?,?)",
                            [(trial_id, c, rater_id, verdicts[c], now) for c in settings["criteria"]])
             db.execute("DELETE FROM choices WHERE trial_id = ?", (trial_id,))
