@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mheval.media import write_mp4
+from mheval.review.study import next_trial
 from mheval.metrics import sha256_file
 from mheval.store import ClipRecord, RunStore
 from mheval.suites import load_suite
@@ -38,7 +39,7 @@ def tiny_run(base: Path, models: tuple[str, ...] = MODELS, languages: tuple[str,
     store = RunStore(directory)
     manifest = {"suite": {"name": suite.name, "hash": suite.content_hash()}, "seed": SEED,
                 "models": {model: {"adapter": ADAPTER_SPEC} for model in models}}
-    store.begin_run(suite.name, suite.content_hash(), list(models), ["test"], manifest)
+    run_id = store.begin_run(suite.name, suite.content_hash(), list(models), ["test"], manifest)
     store.put_items(suite.name, items)
     rng = np.random.default_rng(0)
     frames_count = int(seconds * FPS)
@@ -55,6 +56,7 @@ def tiny_run(base: Path, models: tuple[str, ...] = MODELS, languages: tuple[str,
         store.put_score(sha, "brisque", "test", "cfg", "ok", {"brisque": float(rng.uniform(10, 60))})
         store.put_score(sha, "sync", "test", "cfg", "ok", {"abs_offset_ms": float(rng.uniform(0, 200)),
                                                             "offset_ms": 0.0})
+    store.finish_run(run_id)
     store.close()
     return directory
 
@@ -82,9 +84,38 @@ def _vote(index, trial_id, criterion, verdict, item, language, clip_a, clip_b, m
           kind="real", slot="real", expected=None, repeat_of=None, pair_id=None):
     return {"cast_at": float(index), "rater_id": rater, "rater": f"rater{rater}", "trial_id": trial_id,
             "position": index, "slot": slot, "repeat_of": repeat_of, "sampling": "{}", "criterion": criterion,
-            "verdict": verdict, "pair_id": pair_id if pair_id is not None else hash((clip_a, clip_b)) % 10**9,
+            "verdict": verdict, "pair_id": pair_id if pair_id is not None else f"{clip_a}|{clip_b}",
             "kind": kind, "catch_type": None, "expected": json.dumps(expected) if expected else None,
             "item_id": item, "language": language, "left_clip": clip_a if a_left else clip_b,
             "right_clip": clip_b if a_left else clip_a, "clip_a": clip_a, "clip_b": clip_b,
             "left_model": model_a if a_left else model_b, "right_model": model_b if a_left else model_a,
             "model_a": model_a, "model_b": model_b, "sha256_a": clip_a, "sha256_b": clip_b}
+
+
+def simulate(store, rater_id: int, behaviour: str, rng: np.random.Generator) -> None:
+    """Answer every trial: `always_left`, `random`, or `consistent` (knows the catch answers, prefers models in
+    MODELS order, answers repeats the same way)."""
+    clips = store.clips().set_index("clip_id")
+    pairs = store.pairs().set_index("pair_id")
+    criteria = store.settings()["criteria"]
+    while (trial := next_trial(store, rater_id)) is not None:
+        row = store.trial(trial.trial_id)
+        pair = pairs.loc[row.pair_id]
+        answers = {}
+        for criterion in criteria:
+            if behaviour == "always_left":
+                answers[criterion] = "left"
+            elif behaviour == "random":
+                answers[criterion] = ("left", "tie", "right")[int(rng.integers(3))]
+            else:
+                expected = json.loads(pair.expected).get(criterion) if isinstance(pair.expected, str) else None
+                if expected is None:
+                    left_rank = MODELS.index(clips.model[row.left_clip])
+                    right_rank = MODELS.index(clips.model[row.right_clip])
+                    better = row.left_clip if left_rank < right_rank or (
+                        left_rank == right_rank and clips.variant[row.left_clip] == "original") else row.right_clip
+                    answers[criterion] = "left" if better == row.left_clip else "right"
+                else:
+                    winner = {"a": pair.clip_a, "b": pair.clip_b}.get(expected)
+                    answers[criterion] = "tie" if winner is None else "left" if winner == row.left_clip else "right"
+        store.submit_votes(rater_id, trial.trial_id, answers)

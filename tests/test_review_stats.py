@@ -2,7 +2,6 @@
 an independent logistic regression, simulated raters, and metrics that agree with people by construction."""
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,8 +10,8 @@ from scipy import optimize
 
 from mheval.review import stats
 from mheval.review.report import build_report, to_json, to_markdown
-from mheval.review.study import StudyConfig, create_study, next_trial
-from review_fixtures import MODELS, synthetic_votes, tiny_run
+from mheval.review.study import StudyConfig, create_study
+from review_fixtures import MODELS, simulate, synthetic_votes, tiny_run
 
 PAPER = {("magihuman", "ovi"): (0.800, 0.082, 0.118), ("magihuman", "ltx"): (0.609, 0.172, 0.219)}
 
@@ -139,35 +138,6 @@ def test_metric_agreement_is_one_for_a_metric_people_follow_and_a_half_for_an_un
 
 
 # -- simulated raters in a real study ------------------------------------------------------------------------------------
-
-def simulate(store, rater_id: int, behaviour: str, rng: np.random.Generator) -> None:
-    """Answer every trial: `always_left`, `random`, or `consistent` (knows the catch answers, prefers models in
-    MODELS order, answers repeats the same way)."""
-    clips = store.clips().set_index("clip_id")
-    pairs = store.pairs().set_index("pair_id")
-    criteria = store.settings()["criteria"]
-    while (trial := next_trial(store, rater_id)) is not None:
-        row = store.trial(trial.trial_id)
-        pair = pairs.loc[row.pair_id]
-        answers = {}
-        for criterion in criteria:
-            if behaviour == "always_left":
-                answers[criterion] = "left"
-            elif behaviour == "random":
-                answers[criterion] = ("left", "tie", "right")[int(rng.integers(3))]
-            else:
-                expected = json.loads(pair.expected).get(criterion) if isinstance(pair.expected, str) else None
-                if expected is None:
-                    left_rank = MODELS.index(clips.model[row.left_clip])
-                    right_rank = MODELS.index(clips.model[row.right_clip])
-                    better = row.left_clip if left_rank < right_rank or (
-                        left_rank == right_rank and clips.variant[row.left_clip] == "original") else row.right_clip
-                    answers[criterion] = "left" if better == row.left_clip else "right"
-                else:
-                    winner = {"a": pair.clip_a, "b": pair.clip_b}.get(expected)
-                    answers[criterion] = "tie" if winner is None else "left" if winner == row.left_clip else "right"
-        store.submit_votes(rater_id, trial.trial_id, answers)
-
 
 @pytest.fixture(scope="module")
 def simulated_study(tmp_path_factory):
