@@ -19,6 +19,10 @@ from mheval.review.stats import ALL, RaterBars
 from mheval.review.storage import CRITERION_LABELS, StudyStore
 
 
+CATCH_DESCRIPTIONS = {"audio_shift": "audio shifted {shift_ms:g} ms vs in sync", "frozen_video": "frozen video vs the "
+                      "original", "identical": "identical clips"}
+
+
 @dataclass
 class StudyReport:
     settings: dict[str, Any]
@@ -141,6 +145,8 @@ def protocol(store: StudyStore, votes: pd.DataFrame, kept: pd.DataFrame, report:
                   "catch": int((kept.kind == "catch").sum()), "repeats": int((kept.slot == "repeat").sum()),
                   "trials": int(kept.trial_id.nunique())},
         "design": {"catch_rate": settings["catch_rate"], "repeat_rate": settings["repeat_rate"],
+                   "catch_types": [CATCH_DESCRIPTIONS[kind].format(**settings)
+                                   for kind in sorted(set(pairs.catch_type.dropna()))],
                    "sampling": "adaptive (widest win-share interval first)" if settings["adaptive"] else "balanced",
                    "sides": "randomised per pair, alternating between showings, logged per trial",
                    "vote_rule": f"accepted only after {settings['dwell_factor']:g} × (left + right clip duration) "
@@ -194,7 +200,7 @@ def protocol_text(report: StudyReport) -> str:
         f"`{p['suite']}` suite in {len(p['languages'])} languages ({', '.join(p['languages'])}), generation seed "
         f"{p['generation_seed']}. {p['raters_voting']} raters (of {p['raters_invited']} invited{excluded}) cast "
         f"{votes['used']} votes on {votes['trials']} trials: {votes['real']} on {p['pairs_rated']} real pairs, "
-        f"{votes['catch']} on catch trials (audio shifted 500 ms, frozen video, identical clips; about "
+        f"{votes['catch']} on catch trials ({', '.join(design['catch_types'])}; about "
         f"{design['catch_rate']:.0%} of trials) and {votes['repeats']} on repeated pairs with sides swapped. "
         f"Pair sampling: {design['sampling']}; sides {design['sides']}; a vote was {design['vote_rule']}. "
         f"Criteria: {', '.join(CRITERION_LABELS.get(c, c).lower() for c in p['criteria'])}, each left / tie / "
@@ -233,9 +239,16 @@ def to_markdown(report: StudyReport) -> str:
 
 
 def ratings_table(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"model": frame.model, "rating": [
-        "–" if math.isnan(r) else f"{r:.0f} [{lo:.0f}, {hi:.0f}]" if not math.isnan(lo) else f"{r:.0f}"
-        for r, lo, hi in zip(frame.rating, frame.low, frame.high)]})
+    """Ratings as "value [low, high]"; the first model anchors the scale (1000, no interval)."""
+    cells = []
+    for index, (rating, low, high) in enumerate(zip(frame.rating, frame.low, frame.high)):
+        if math.isnan(rating):
+            cells.append("– (won or lost every decisive vote)")
+        elif index == 0:
+            cells.append(f"{rating:.0f} (anchor)")
+        else:
+            cells.append(f"{rating:.0f} [{low:.0f}, {high:.0f}]" if not math.isnan(low) else f"{rating:.0f}")
+    return pd.DataFrame({"model": frame.model.to_numpy(), "rating": cells})
 
 
 def to_json(report: StudyReport) -> dict[str, Any]:
