@@ -242,8 +242,10 @@ def agreement(votes: pd.DataFrame) -> pd.DataFrame:
         if shared.shape[1] >= 1:
             counts = rated[rated >= 2]
             m = max(sorted(set(counts)), key=lambda k: k * int((counts >= k).sum()))
-            table = np.array([[sum(CODES[r] == code for r in group[group.pair_id == unit].result.iloc[:m])
-                               for code in range(3)] for unit in counts[counts >= m].index])
+            first_m = group[group.pair_id.isin(counts[counts >= m].index)]
+            first_m = first_m[first_m.groupby("pair_id").cumcount() < m]          # group is in voting order
+            table = pd.crosstab(first_m.pair_id, first_m.result.map(CODES)).reindex(
+                columns=range(3), fill_value=0).to_numpy()
             if len(values) >= 2:
                 row["kappa"] = float(fleiss_kappa(table, method="fleiss"))
             row["kappa_units"], row["kappa_raters_per_unit"] = len(table), int(m)
@@ -287,13 +289,12 @@ class RaterBars:
 
 
 def expected_correct(votes: pd.DataFrame) -> pd.Series:
-    """For catch votes whose criterion has a known answer: True/False; NaN elsewhere."""
-    def check(row) -> float:
-        expected = json.loads(row.expected).get(row.criterion) if isinstance(row.expected, str) else None
-        if expected is None:
-            return math.nan
-        return float({"a": "win", "b": "loss", "tie": "tie"}[expected] == row.result)
-    return votes.apply(check, axis=1) if len(votes) else pd.Series(dtype=float)
+    """For catch votes whose criterion has a known answer: 1.0 when the vote gave it, else 0.0; NaN elsewhere."""
+    as_result = {"a": "win", "b": "loss", "tie": "tie"}
+    answers = [json.loads(text).get(criterion) if isinstance(text, str) else None
+               for text, criterion in zip(votes.expected, votes.criterion)]
+    return pd.Series([math.nan if answer is None else float(as_result[answer] == result)
+                      for answer, result in zip(answers, votes.result)], index=votes.index, dtype=float)
 
 
 def raters(votes: pd.DataFrame, bars: RaterBars = RaterBars()) -> pd.DataFrame:
