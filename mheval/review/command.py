@@ -65,7 +65,8 @@ def add_review_parser(sub) -> None:
     invite.add_argument("--languages", default="", help="comma-separated languages the rater can judge "
                                                         "(default: all); they only get speech in these")
     invite.add_argument("--new-token", action="store_true",
-                        help="replace an existing rater's token (the old one stops working; votes stay)")
+                        help="replace an existing rater's token (the old one stops working; their votes, "
+                             "languages and queue stay)")
     invite.set_defaults(handler=cmd_invite)
 
     revoke = commands.add_parser("revoke", help="stop a rater's token (their votes stay, marked in the report)")
@@ -132,6 +133,9 @@ def cmd_invite(args: argparse.Namespace) -> int:
     from mheval.review.study import validate_languages
 
     languages = validate_languages([c.strip() for c in args.languages.split(",") if c.strip()])
+    if languages and args.new_token:
+        raise ValueError("--new-token keeps the rater's languages (their queue is planned for them); "
+                         "leave out --languages, or invite a new rater")
     store = _open(args.study)
     token = store.invite(args.name, languages, new_token=args.new_token)
     store.close()
