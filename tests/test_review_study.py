@@ -138,3 +138,15 @@ def test_bad_input_is_named(run_dir, tmp_path, study):
     nobody = study.authenticate(study.invite("korean", ["ko"])).rater_id
     with pytest.raises(StudyError, match="no clips in the languages you can judge"):
         next_trial(study, nobody)
+
+
+def test_a_damaged_clip_names_the_file_and_leaves_no_half_made_study(run_dir, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged-run"
+    shutil.copytree(run_dir, damaged)
+    clip = sorted((damaged / "clips" / MODELS[1]).iterdir())[0]
+    clip.write_bytes(b"not an mp4")
+    with pytest.raises(ValueError, match=f"{clip.name}: cannot be used in a study"):
+        create_study(damaged, StudyConfig(models=MODELS), tmp_path / "study", progress=False)
+    assert not (tmp_path / "study").exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mheval.languages import LANGUAGES
-from mheval.review.storage import CRITERION_LABELS, StudyError, StudyStore, random_name
+from mheval.review.storage import CRITERION_LABELS, DATABASE, MEDIA, StudyError, StudyStore, random_name
 from mheval.store import RunStore
 
 CATCH_TYPES = ("audio_shift", "frozen_video", "identical")
@@ -70,17 +71,34 @@ class StudyConfig:
 # -- creating a study ------------------------------------------------------------------------------------------------
 
 def create_study(run_dir: Path, config: StudyConfig, out: Path, progress: bool = True) -> StudyStore:
-    """Build STUDY_DIR from the clips RUN_DIR holds for `config.models`; returns the open study."""
+    """Build STUDY_DIR from the clips RUN_DIR holds for `config.models`; returns the open study. A failure (a clip
+    that cannot be decoded, Ctrl-C) leaves no half-made study behind."""
+    clips, items, manifest = run_clips(run_dir, config.models)
+    if (out / DATABASE).exists():
+        raise ValueError(f"{out}: already holds a study; choose another --out")
+    fresh = not out.exists()
+    store = StudyStore(out, create=True)
+    try:
+        _build(store, run_dir, config, clips, items, manifest, progress)
+    except BaseException:
+        store.close()
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            shutil.rmtree(out / MEDIA, ignore_errors=True)
+            for path in out.glob(f"{DATABASE}*"):
+                path.unlink()
+        raise
+    return store
+
+
+def _build(store: StudyStore, run_dir: Path, config: StudyConfig, clips: pd.DataFrame, items: pd.DataFrame,
+           manifest: dict[str, Any], progress: bool) -> None:
     from tqdm import tqdm
 
     from mheval.suites import split_prompt
 
-    clips, items = run_clips(run_dir, config.models)
-    if (out / "study.sqlite").exists():
-        raise ValueError(f"{out}: already holds a study; choose another --out")
-    store = StudyStore(out, create=True)
     store.media_dir.mkdir(exist_ok=True)
-    manifest = RunStore.open_existing(run_dir).manifest()
     store.put_settings({**asdict(config), "run_dir": str(run_dir.resolve()), "suite": items.suite.iloc[0],
                         "run_seed": int(clips.seed.iloc[0]), "created": time.time(),
                         "suite_hash": manifest.get("suite", {}).get("hash")})
@@ -100,11 +118,11 @@ def create_study(run_dir: Path, config: StudyConfig, out: Path, progress: bool =
         source = group.iloc[int(rng.integers(len(group)))]
         _add_catch_pairs(store, config, run_dir / source.path, source.model, item_id, source.sha256,
                          ids[source.model, item_id], rng)
-    return store
 
 
-def run_clips(run_dir: Path, models: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The run's usable clips of `models` (one seed: the run's) and the items with clips from ≥ 2 of them."""
+def run_clips(run_dir: Path, models: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The run's usable clips of `models` (one seed: the run's), the items with clips from ≥ 2 of them, and the
+    run's manifest."""
     run = RunStore.open_existing(run_dir)
     try:
         manifest = run.manifest()
@@ -124,7 +142,7 @@ def run_clips(run_dir: Path, models: tuple[str, ...]) -> tuple[pd.DataFrame, pd.
     clips = clips[clips.item_id.isin(shared[shared >= 2].index)].reset_index(drop=True)
     if clips.empty:
         raise ValueError(f"{run_dir}: no prompt has clips from two of {', '.join(models)}; nothing to compare")
-    return clips, items[items.item_id.isin(set(clips.item_id))].reset_index(drop=True)
+    return clips, items[items.item_id.isin(set(clips.item_id))].reset_index(drop=True), manifest
 
 
 def _side(rng: np.random.Generator) -> str:
