@@ -9,7 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboards import data
+from dashboards import data, review
 from dashboards.data import RunView
 from mheval.gate import IMPROVED, PASS, REGRESSION, Tolerance
 from mheval.languages import LANGUAGES
@@ -346,5 +346,4 @@ def review_page(view: RunView, runs: list[Path]) -> None:
     if not header(view):
         return
     st.header("Human review")
-    st.info("No study in this run: mheval has no human-review study for this run directory, so there are no "
-            "pairwise preferences to show.")
+    review.page(view.directory)

@@ -1,0 +1,181 @@
+"""The study statistics against known truths: synthetic votes from known rates, a hand-worked agreement example,
+an independent logistic regression, simulated raters, and metrics that agree with people by construction."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize
+
+from mheval.review import stats
+from mheval.review.report import build_report, to_json, to_markdown
+from mheval.review.study import StudyConfig, create_study
+from review_fixtures import MODELS, simulate, synthetic_votes, tiny_run
+
+PAPER = {("magihuman", "ovi"): (0.800, 0.082, 0.118), ("magihuman", "ltx"): (0.609, 0.172, 0.219)}
+
+
+def test_wilson_intervals_cover_the_paper_rates_in_93_to_97_percent_of_500_draws():
+    rng = np.random.default_rng(7)
+    for rates in PAPER.values():
+        counts = rng.multinomial(1000, rates, size=500)                      # 500 studies of 1,000 comparisons
+        for outcome, truth in enumerate(rates):
+            covered = [low <= truth <= high for low, high in (stats.wilson(int(c), 1000) for c in counts[:, outcome])]
+            assert 0.93 <= np.mean(covered) <= 0.97, (rates, outcome, np.mean(covered))
+
+
+def test_shares_table_reports_each_matchup_per_language_with_wilson_intervals():
+    votes = stats.outcomes(pd.concat([
+        synthetic_votes(PAPER, 400, np.random.default_rng(1), language="en"),
+        synthetic_votes(PAPER, 600, np.random.default_rng(2), language="zh")], ignore_index=True))
+    table = stats.shares(votes).set_index(["matchup", "language"])
+    row = table.loc[("magihuman vs ovi", "all")]
+    wins = int(((votes.matchup == "magihuman vs ovi") & (votes.result == "win")).sum())
+    assert row.n == 1000 and row.win == wins / 1000
+    assert (row.win_low, row.win_high) == stats.wilson(wins, 1000)
+    assert table.loc[("magihuman vs ltx", "zh")].n == 600 and row.raters == 20
+    assert abs(row.win - 0.8) < 0.04 and abs(row.win_high - row.win_low - 0.05) < 0.01   # ±2.5 points at 80 %
+
+
+def davidson_votes(theta: np.ndarray, nu: float, per_pair: int, rng: np.random.Generator) -> pd.DataFrame:
+    models = [f"m{i}" for i in range(len(theta))]
+    matchups = {}
+    for i in range(len(theta)):
+        for j in range(i + 1, len(theta)):
+            pi, pj, tie = math.exp(theta[i]), math.exp(theta[j]), nu * math.exp((theta[i] + theta[j]) / 2)
+            total = pi + pj + tie
+            matchups[models[i], models[j]] = (pi / total, tie / total, pj / total)
+    return stats.outcomes(synthetic_votes(matchups, per_pair, rng, prompts=300))
+
+
+def test_davidson_recovers_known_strengths_inside_its_intervals():
+    theta = np.array([0.0, 0.6, -0.4, 1.1])
+    votes = davidson_votes(theta, nu=0.5, per_pair=1000, rng=np.random.default_rng(3))
+    fit = stats.davidson(votes, [f"m{i}" for i in range(4)], resamples=300)
+    truth = stats.elo(theta)
+    assert fit.rating[0] == 1000 and np.isnan(fit.low[0]) is np.False_ or fit.low[0] == fit.high[0] == 1000
+    for row, expected in zip(fit.itertuples(), truth):
+        assert row.low <= expected <= row.high, (row.model, row.low, expected, row.high)
+    assert fit.tie_parameter[0] == pytest.approx(0.5, abs=0.05)
+
+
+def test_arena_fit_equals_an_independent_logistic_regression():
+    votes = davidson_votes(np.array([0.0, 0.5, -0.3]), nu=0.6, per_pair=700, rng=np.random.default_rng(4))
+    fit = stats.arena(votes, ["m0", "m1", "m2"], resamples=0)
+
+    # The same model written out by hand: P(i beats j) = 1 / (1 + 10^((Rj − Ri) / 400)), a tie = ½ win each way.
+    index = {"m0": 0, "m1": 1, "m2": 2}
+    i = votes.model_a.map(index).to_numpy()
+    j = votes.model_b.map(index).to_numpy()
+    score = votes.result.map({"win": 1.0, "tie": 0.5, "loss": 0.0}).to_numpy()
+
+    def loss(free: np.ndarray) -> float:
+        ratings = np.concatenate([[1000.0], free])
+        p = 1 / (1 + 10 ** ((ratings[j] - ratings[i]) / 400))
+        return -np.sum(score * np.log(p) + (1 - score) * np.log(1 - p))
+
+    independent = optimize.minimize(loss, np.full(2, 1000.0), method="Nelder-Mead",
+                                    options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 5000}).x
+    assert fit.rating.tolist() == pytest.approx([1000.0, *independent], abs=0.01)
+
+
+def test_krippendorff_alpha_and_fleiss_kappa_match_a_hand_worked_example():
+    # 4 pairs, 3 raters each: (a a a), (a a b), (b b b), (tie b b).
+    # Fleiss: category shares a 5/12, tie 1/12, b 6/12 → Pe = 62/144; per-unit agreement 1, 1/3, 1, 1/3 → P̄ = 2/3;
+    #   κ = (2/3 − 62/144) / (1 − 62/144) = 34/82 = 17/41.
+    # Krippendorff (nominal): observed disagreement 4 pairable mismatches / 12 values = 1/3; expected
+    #   Σ n_c n_k (c ≠ k) / (n (n − 1)) = 82 / 132; α = 1 − (1/3) / (82/132) = 19/41.
+    units = [("win", "win", "win"), ("win", "win", "loss"), ("loss", "loss", "loss"), ("tie", "loss", "loss")]
+    votes = pd.DataFrame([{"criterion": "overall", "pair_id": unit, "rater_id": rater, "result": result,
+                           "cast_at": float(rater)} for unit, results in enumerate(units)
+                          for rater, result in enumerate(results)])
+    row = stats.agreement(votes).iloc[0]
+    assert row.kappa == pytest.approx(17 / 41, abs=1e-9)
+    assert row.alpha == pytest.approx(19 / 41, abs=1e-9)
+    assert (row.units, row.kappa_units, row.kappa_raters_per_unit) == (4, 4, 3)
+
+
+def test_left_side_bias_is_detected_and_a_fair_set_is_not_flagged():
+    votes = stats.outcomes(synthetic_votes(PAPER, 1000, np.random.default_rng(5)))
+    fair = stats.side_bias(votes).iloc[0]
+    assert fair.p_value > 0.01 and fair.low < 0.5 < fair.high
+    biased = votes.copy()
+    flip = (biased.verdict == "right") & (np.random.default_rng(6).random(len(biased)) < 0.3)
+    biased.loc[flip, "verdict"] = "left"
+    assert stats.side_bias(stats.outcomes(biased)).iloc[0].p_value < 1e-6
+
+
+def test_votes_needed_to_tell_55_from_50_percent_match_the_known_780():
+    assert 770 <= stats.decisive_votes_needed(0.55) <= 790
+    votes = stats.outcomes(synthetic_votes({("x", "y"): (0.55, 0.2, 0.45)}, 200, np.random.default_rng(8)))
+    row = stats.votes_to_separate(votes, margin=0.55).iloc[0]
+    decisive = int((votes.result != "tie").sum())
+    expected_more = math.ceil((math.ceil(stats.decisive_votes_needed(0.55)) - decisive) / (decisive / 200))
+    assert row.decisive == decisive and row["more_votes_at_0.55"] == expected_more
+
+
+def test_metric_agreement_is_one_for_a_metric_people_follow_and_a_half_for_an_unrelated_one():
+    rng = np.random.default_rng(9)
+    votes = stats.outcomes(synthetic_votes({("x", "y"): (0.45, 0.1, 0.45)}, 1500, rng, prompts=400))
+    clips = sorted(set(votes.sha256_a) | set(votes.sha256_b))
+    followed = pd.Series(rng.normal(size=len(clips)), index=clips)
+    # people pick the clip with the lower "followed" value (lower is better), whatever the synthetic draw said
+    prefer_a = votes.sha256_a.map(followed) < votes.sha256_b.map(followed)
+    decisive = votes.verdict != "tie"
+    a_left = votes.left_clip == votes.clip_a
+    votes.loc[decisive, "verdict"] = np.where(prefer_a == a_left, "left", "right")[decisive]
+    votes = stats.outcomes(votes)
+    values = pd.concat([
+        pd.DataFrame({"sha256": clips, "metric": "followed", "value": followed.to_numpy(), "lower_is_better": True}),
+        pd.DataFrame({"sha256": clips, "metric": "unrelated", "value": rng.normal(size=len(clips)),
+                      "lower_is_better": False})])
+    table = stats.metric_agreement(votes, values).set_index(["metric", "language"])
+    assert table.loc[("followed", "all")].agreement == 1.0
+    unrelated = table.loc[("unrelated", "all")]
+    assert unrelated.low <= 0.5 <= unrelated.high and abs(unrelated.agreement - 0.5) < 0.05
+    assert unrelated.with_ties > unrelated.decisive and unrelated.agreement_with_ties < unrelated.agreement
+
+
+# -- simulated raters in a real study ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def simulated_study(tmp_path_factory):
+    run = tiny_run(tmp_path_factory.mktemp("run"), per_language=3)
+    store = create_study(run, StudyConfig(models=MODELS, dwell_factor=0.0, catch_rate=0.25, repeat_rate=0.2),
+                         tmp_path_factory.mktemp("study") / "s", progress=False)
+    rng = np.random.default_rng(11)
+    for name in ("always_left", "random", "consistent", "consistent2"):
+        rater = store.authenticate(store.invite(name, [])).rater_id
+        simulate(store, rater, name.rstrip("2"), rng)
+    return store
+
+
+def test_catch_trials_flag_an_always_left_and_a_random_rater_but_not_a_consistent_one(simulated_study):
+    table = stats.raters(stats.outcomes(simulated_study.votes())).set_index("rater")
+    assert "catch pass" in table.fails["always_left"] and "catch pass" in table.fails["random"]
+    assert table.fails["consistent"] == "" and table.fails["consistent2"] == ""
+    assert table.catch_pass["consistent"] == 1.0 and table.self_consistency["consistent"] == 1.0
+    assert table.catch_answers["consistent"] >= 10 and table.left_share["always_left"] == 1.0
+
+
+def test_report_excludes_failing_raters_on_request_and_writes_a_protocol(simulated_study, tmp_path):
+    full = build_report(simulated_study, resamples=50, arena_resamples=10)
+    kept = build_report(simulated_study, exclude_failing_raters=True, resamples=50, arena_resamples=10)
+    assert full.protocol["raters_voting"] == 4 and full.protocol["raters_excluded"] == {}
+    assert set(kept.protocol["raters_excluded"]) == {"always_left", "random"}
+    assert kept.shares.raters.max() == 2 and full.shares.raters.max() == 4
+    overall = kept.shares[(kept.shares.criterion == "overall") & (kept.shares.language == "all")]
+    assert (overall.win == 1.0).all()          # the consistent raters prefer models in the listed order
+    agreement = kept.agreement.set_index("criterion")
+    assert agreement.pairwise_agreement["overall"] == 1.0 and agreement.units["overall"] == 18
+    assert math.isnan(agreement.alpha["overall"])   # one answer throughout: α is 0/0, not 1
+    noisy = full.agreement.set_index("criterion")
+    assert -1 < noisy.alpha["overall"] < 0.5 and -1 < noisy.kappa["overall"] < 0.5
+    assert not kept.metric_agreement.empty and {"brisque.brisque", "sync.abs_offset_ms"} == set(
+        kept.metric_agreement.metric)
+    markdown = to_markdown(kept)
+    assert "## Protocol" in markdown and "2 excluded for failing quality checks" in markdown
+    assert "| zqmodelalpha vs zqmodelbeta" in markdown
+    assert json.loads(json.dumps(to_json(kept)))["protocol"]["votes"]["real"] == len(
+        stats.real(stats.outcomes(simulated_study.votes())).query("rater in ['consistent', 'consistent2']"))
