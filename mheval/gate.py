@@ -33,7 +33,8 @@ from mheval.metrics import metric_class
 from mheval.registry import config_hash
 from mheval.results import MetricKey, clip_table, latest_metric_keys
 from mheval.stats import DEFAULT_RESAMPLES, Estimate, bootstrap, paired_bootstrap
-from mheval.store import RunStore, write_json_atomic
+from mheval.files import write_json_atomic
+from mheval.store import RunStore
 
 BASELINE_FORMAT = "mheval-baseline/1"
 

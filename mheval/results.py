@@ -13,7 +13,8 @@ import pandas as pd
 
 from mheval.metrics import Metric, metric_class
 from mheval.stats import Estimate, bootstrap
-from mheval.store import RunStore, write_bytes_atomic, write_json_atomic
+from mheval.files import write_bytes_atomic, write_json_atomic
+from mheval.store import RunStore
 
 ALL = "all"
 

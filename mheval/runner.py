@@ -20,7 +20,8 @@ from tqdm import tqdm
 from mheval.adapters import Adapter, Coverage, ModelSpec, create_adapter, parse_model_spec
 from mheval.manifest import build_manifest
 from mheval.media import ClipMedia, MediaError, probe
-from mheval.metrics import ClipContext, Metric, NotApplicable, create_metric, metric_names, sha256_file
+from mheval.files import sha256_file
+from mheval.metrics import ClipContext, Metric, NotApplicable, create_metric, metric_names
 from mheval.store import ClipRecord, RunStore
 from mheval.suites import Suite, SuiteItem, load_suite
 

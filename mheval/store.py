@@ -14,7 +14,6 @@ killed at any point resumes without losing or duplicating work.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+
+from mheval.files import write_json_atomic
 
 SCHEMA_VERSION = 1
 
@@ -232,17 +233,3 @@ class RunStore:
         if run_id is not None:
             query, params = query + " WHERE run_id = ?", (run_id,)
         return pd.read_sql_query(query + " ORDER BY error_id", self._db, params=params)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    write_bytes_atomic(path, json.dumps(payload, indent=2, default=str, ensure_ascii=False).encode())
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)

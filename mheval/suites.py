@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mheval.files import sha256_file_cached
 from mheval.languages import LANGUAGES
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
@@ -119,7 +120,7 @@ class SuiteItem:
         """sha256 of what a generator sees: prompt, language, duration, size and reference image bytes.
 
         The id is left out so that renaming an item keeps its cached clips."""
-        image = hashlib.sha256(self.reference_image.read_bytes()).hexdigest() if self.reference_image else None
+        image = sha256_file_cached(self.reference_image) if self.reference_image else None
         fields = {"language": self.language, "prompt": self.prompt, "seconds": self.seconds,
                   "width": self.width, "height": self.height, "reference_image_sha256": image}
         return _sha256_json(fields)

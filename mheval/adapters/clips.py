@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mheval.adapters import Adapter, Coverage, GenerationError, register
-from mheval.metrics import sha256_file
+from mheval.files import sha256_file_cached
 from mheval.suites import SuiteItem
 
 CLIP_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
@@ -52,4 +52,4 @@ class ClipsAdapter(Adapter):
         if source is None:
             raise GenerationError(f"no clip for item {item.id!r} in {self.directory}")
         shutil.copyfile(source, output)
-        return {"source": str(source), "source_sha256": sha256_file(source)}
+        return {"source": str(source), "source_sha256": sha256_file_cached(source)}
