@@ -17,8 +17,8 @@ import pandas as pd
 
 from mheval.gate import CannotCompare, Tolerance, check_comparable, compare_prompts, metric_scores
 from mheval.metrics import metric_class, metric_names
-from mheval.results import ALL, clip_table, latest_metric_keys, summary
-from mheval.store import RunStore
+from mheval.results import ALL, clip_table, summary
+from mheval.store import OldStoreError, RunRecord, RunStore
 
 # The paper's leaderboard columns, in its order, and the mheval metrics that measure each.
 PAPER_COLUMNS = (
@@ -37,6 +37,7 @@ class RunView:
 
     directory: Path
     manifest: dict[str, Any] = field(default_factory=dict)
+    record: RunRecord | None = None                                # the invocation shown (the latest)
     table: pd.DataFrame = field(default_factory=pd.DataFrame)      # mheval.results.clip_table
     metrics: list[str] = field(default_factory=list)               # scored and registered, paper order
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)    # mheval.results.summary
@@ -114,21 +115,25 @@ def load_run(directory: Path | str) -> RunView:
     if not (directory / "run.sqlite").exists():
         reason = "does not exist" if not directory.exists() else "is not a run directory (no run.sqlite)"
         return RunView(directory, problem=reason)
-    store = RunStore.open_existing(directory)
     try:
-        manifest = store.manifest()
+        store = RunStore.open_existing(directory)
+    except OldStoreError as err:
+        return RunView(directory, problem=str(err))
+    try:
+        record = store.latest_run()
         known = set(metric_names())
-        keys = latest_metric_keys(store)
+        keys = record.metric_keys if record else []
         scored = [key for key in keys if key.name in known]
-        suite = manifest.get("suite", {}).get("name")
-        table = clip_table(store, suite, list(manifest.get("models", {})) or None, scored, manifest.get("seed"))
-        runs, errors = store.runs(), store.errors()
+        table = clip_table(store, record, scored)
+        errors = store.errors()
     finally:
         store.close()
     metrics = ordered_metrics([key.name for key in scored])
+    manifest = record.manifest if record else {}
     return RunView(
         directory=directory,
         manifest=manifest,
+        record=record,
         table=table,
         metrics=metrics,
         summary=summary(table, metrics) if not table.empty else pd.DataFrame(),
@@ -136,7 +141,7 @@ def load_run(directory: Path | str) -> RunView:
         unavailable={name: spec["unavailable"] for name, spec in manifest.get("metrics", {}).items()
                      if spec.get("unavailable")},
         unregistered=sorted(key.name for key in keys if key.name not in known),
-        finished=runs.empty or not pd.isna(runs.finished.iloc[-1]),
+        finished=record is None or record.finished is not None,
     )
 
 

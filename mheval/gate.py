@@ -31,7 +31,7 @@ import pandas as pd
 
 from mheval.metrics import metric_class
 from mheval.registry import config_hash
-from mheval.results import MetricKey, clip_table, latest_metric_keys
+from mheval.results import MetricKey, clip_table
 from mheval.stats import DEFAULT_RESAMPLES, Estimate, bootstrap, paired_bootstrap
 from mheval.files import write_json_atomic
 from mheval.store import RunStore
@@ -105,28 +105,28 @@ class MetricScores:
 # -- reading a run ---------------------------------------------------------------------------------------------------
 
 def metric_scores(run_dir: Path | str, metric: str = "wer") -> MetricScores:
-    """The latest scores of `metric` in a run directory, restricted to the suite, models and seed of its manifest."""
+    """The scores of `metric` of the latest invocation in a run directory: its suite, seed, models and clips."""
     store = RunStore.open_existing(run_dir)
     try:
-        manifest = store.manifest()
-        key = next((k for k in latest_metric_keys(store) if k.name == metric), None)
+        record = store.latest_run()
+        if record is None:
+            raise CannotCompare(f"{run_dir}: no run recorded in this directory")
+        key = next((k for k in record.metric_keys if k.name == metric), None)
         if key is None:
-            raise CannotCompare(f"{run_dir}: the run has no {metric} scores")
-        suite = manifest.get("suite", {}).get("name")
-        models = list(manifest.get("models", {})) or None
-        table = clip_table(store, suite, models, [key], manifest.get("seed"))
-        hashes = store.items(suite)[["suite", "item_id", "item_hash"]]
+            raise CannotCompare(f"{run_dir}: its latest invocation ({record.describe()}) has no {metric} scores")
+        table = clip_table(store, record, [key])
     finally:
         store.close()
-    table = table.merge(hashes, on=["suite", "item_id"], how="left")
+    manifest = record.manifest
     usable = table[(table.clip_status == "ok") & (table[f"{metric}.status"] == "ok")]
     return MetricScores(
         metric=metric,
-        suite=suite,
+        suite=record.suite,
         prompts=prompt_values(usable, metric),
         scorer=_scorer(key, usable, manifest),
-        source={"run": str(run_dir), "suite_sha256": manifest.get("suite", {}).get("sha256"),
-                "seed": manifest.get("seed"), "git": manifest.get("git"), "run_created": manifest.get("created")},
+        source={"run": str(run_dir), "run_id": record.run_id, "suite_sha256": record.suite_hash,
+                "seed": record.seed, "git": manifest.get("git"), "run_created": manifest.get("created"),
+                "description": record.describe()},
         unusable=[f"{row['model']}/{row['item_id']}: {_unusable_reason(row, metric)}"
                   for row in table.drop(usable.index).to_dict("records")],
     )

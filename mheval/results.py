@@ -5,7 +5,6 @@ Shared by the terminal report, the exports, the gate and the dashboard, so they 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,45 +13,32 @@ import pandas as pd
 from mheval.metrics import Metric, metric_class
 from mheval.stats import Estimate, bootstrap
 from mheval.files import write_bytes_atomic, write_json_atomic
-from mheval.store import RunStore
+from mheval.store import MetricKey, RunRecord, RunStore
 
 ALL = "all"
 
 
-@dataclass(frozen=True)
-class MetricKey:
-    """Which stored scores belong to a metric: its name, version and config hash."""
-
-    name: str
-    version: str
-    config_hash: str
-
-    @classmethod
-    def of(cls, metric: Metric) -> "MetricKey":
-        return cls(metric.name, metric.version, metric.config_hash())
+STALE_ERROR = ("made by an earlier invocation with another adapter configuration or item content; the latest "
+               "invocation did not finish regenerating it")
 
 
-def latest_metric_keys(store: RunStore) -> list[MetricKey]:
-    """For reading a run without its invocation: the most recently written version/config of each metric."""
-    scores = store.scores()
-    if scores.empty:
-        return []
-    latest = scores.sort_values("created").groupby("metric").tail(1)
-    return [MetricKey(r.metric, r.metric_version, r.config_hash) for r in latest.itertuples()]
+def clip_table(store: RunStore, run: RunRecord | None = None, keys: list[MetricKey] | None = None) -> pd.DataFrame:
+    """One row per clip of an invocation (default: the latest one): model, item, language, status, timings, and
+    `<metric>.<field>` / `<metric>.status` columns for each metric key (default: the invocation's).
 
-
-def clip_table(store: RunStore, suite: str | None = None, models: list[str] | None = None,
-               keys: list[MetricKey] | None = None, seed: int | None = None) -> pd.DataFrame:
-    """One row per clip: model, item, language, status, timings, and `<metric>.<field>` / `<metric>.status` columns."""
-    clips = store.clips(suite, models)
-    if seed is not None:
-        clips = clips[clips.seed == seed]
-    items = store.items(suite)[["suite", "item_id", "language", "reference_text"]]
-    table = clips.merge(items, on=["suite", "item_id"], how="left")
+    Scores are joined on their score key (clip sha256 × item content × metric version, config and weights), so a
+    clip shows only scores computed for its item by these metric settings."""
+    run = store.latest_run() if run is None else run
+    if run is None:
+        return pd.DataFrame(columns=["model", "suite", "item_id", "seed", "clip_status", "language", "meta"])
+    clips = store.run_clips(run)
+    clips.loc[clips.stale, ["status", "error"]] = ["stale", STALE_ERROR]
+    items = store.items(run.suite)[["suite", "item_id", "language", "reference_text"]]
+    table = clips.drop(columns="stale").merge(items, on=["suite", "item_id"], how="left")
     table = table.rename(columns={"status": "clip_status", "error": "clip_error"})
     table = pd.concat([table.reset_index(drop=True), _timing_columns(table.meta)], axis=1)
-    keys = latest_metric_keys(store) if keys is None else keys
-    scores = store.scores()
+    keys = run.metric_keys if keys is None else keys
+    scores = store.scores(keys)
     for key in keys:
         table = _attach_metric(table, scores, key)
     return table
@@ -71,20 +57,22 @@ def _timing_columns(meta: pd.Series) -> pd.DataFrame:
 
 def _attach_metric(table: pd.DataFrame, scores: pd.DataFrame, key: MetricKey) -> pd.DataFrame:
     mine = scores[(scores.metric == key.name) & (scores.metric_version == key.version)
-                  & (scores.config_hash == key.config_hash)]
+                  & (scores.config_hash == key.config_hash) & (scores.weights_hash == key.weights_hash)]
     columns = {}
     for row in mine.itertuples():
         values = {f"{key.name}.{field}": value for field, value in json.loads(row.fields).items()}
         values[f"{key.name}.status"] = row.status
         values[f"{key.name}.detail"] = row.detail
-        columns[row.clip_sha256] = values
+        columns[row.score_key] = values
     attached = pd.DataFrame.from_dict(columns, orient="index")
     if attached.empty:
         table[f"{key.name}.status"] = "missing"
         return table
-    table = table.merge(attached, left_on="sha256", right_index=True, how="left")
+    score_keys = [key.score_key(sha256, item_hash) if isinstance(sha256, str) and isinstance(item_hash, str) else None
+                  for sha256, item_hash in zip(table.sha256, table.item_hash)]
+    table = table.assign(_score_key=score_keys).merge(attached, left_on="_score_key", right_index=True, how="left")
     table[f"{key.name}.status"] = table[f"{key.name}.status"].fillna("missing")
-    return table
+    return table.drop(columns="_score_key")
 
 
 def estimate(table: pd.DataFrame, metric: type[Metric] | Metric, field: str | None = None,

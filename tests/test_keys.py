@@ -1,0 +1,161 @@
+"""Cache keys and what readers show: scores keyed by everything they depend on (issue 12 item 1), clips regenerated
+when their source changes (item 2), and report / gate / exports reading the latest invocation's clips only (item 12)."""
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mheval.adapters.puppet import PuppetAdapter
+from mheval.cli import main
+from mheval.metrics import Metric, WeightFile, register
+from mheval.results import clip_table
+from mheval.runner import RunRequest, run
+from mheval.store import OldStoreError, RunStore
+from mheval.suites import load_suite
+
+
+@register
+class ReferenceLengthForTests(Metric):
+    """A cheap metric that reads the item (like WER reads its reference text) and a weight file (like BRISQUE)."""
+
+    name = "reference-length-test"
+    version = "1"
+    inputs = ("reference_text", "audio")
+    fields = ("characters", "rms")
+    headline = "characters"
+    weight_file: Path | None = None
+    calls = 0
+
+    def weights(self):
+        return [WeightFile.of(self.weight_file)] if self.weight_file else []
+
+    def score(self, clip):
+        type(self).calls += 1
+        audio = clip.media.audio_16k
+        return {"characters": len(clip.item.reference_text), "rms": float(np.sqrt(np.mean(audio ** 2)))}
+
+
+BODY = ("A man in his forties with short grey hair stands in a kitchen and faces the camera. He smiles and says, "
+        "\"{line}\" His voice is warm and unhurried.")
+
+
+def suite_file(directory: Path, lines: dict[str, str], name: str = "keys") -> Path:
+    """A suite of English items {id: dialogue line}, written to `directory/<name>.toml`."""
+    items = "".join(
+        f'[[item]]\nid = "{item_id}"\nlanguage = "en"\nprompt = """{BODY.format(line=line)}\n\nDialogue:\n'
+        f'<Man in kitchen, English>: "{line}"\n"""\n' for item_id, line in lines.items())
+    path = directory / f"{name}.toml"
+    path.write_text(f'[suite]\nname = "{name}"\ndescription = "test"\n[defaults]\nseconds = 2.0\n'
+                    f'resolution = "128x96"\n{items}', encoding="utf-8")
+    return path
+
+
+def render(suite: Path, directory: Path, files: dict[str, str], shift_ms: float = 0) -> Path:
+    """Puppet clips named for the `clips:` adapter: {file stem: item id whose line the puppet speaks}."""
+    directory.mkdir(parents=True, exist_ok=True)
+    loaded = load_suite(suite)
+    for stem, item_id in files.items():
+        PuppetAdapter(shift_ms=str(shift_ms)).generate(loaded.item(item_id), directory / f"{stem}.mp4", 0)
+    return directory
+
+
+def clips_run(suite: Path, clips: Path, out: Path, metrics=("reference-length-test",), **changes):
+    return run(RunRequest(suite=str(suite), models=[f"ext=clips:{clips}"], out=out, metrics=list(metrics),
+                          progress=False, **changes))
+
+
+def values(out: Path, column: str) -> dict[str, float]:
+    store = RunStore.open_existing(out)
+    table = clip_table(store)
+    store.close()
+    return dict(zip(table.item_id, table[column]))
+
+
+# -- item 1: the score key --------------------------------------------------------------------------------------------
+
+def test_fixing_a_dialogue_typo_rescores_a_clip_brought_in_with_clips(tmp_path):
+    """Item 1: a score depends on the item (WER on its reference text), not only on the clip's bytes."""
+    typo, fixed = "Morning. The cofee is ready.", "Morning. The coffee is ready."
+    suite = suite_file(tmp_path, {"en-01": typo})
+    clips = render(suite, tmp_path / "clips", {"en-01": "en-01"})
+    first = clips_run(suite, clips, tmp_path / "run")
+    assert first.scored == 1 and values(tmp_path / "run", "reference-length-test.characters") == {"en-01": len(typo)}
+    suite_file(tmp_path, {"en-01": fixed})
+    again = clips_run(suite, clips, tmp_path / "run")
+    assert again.scored == 1
+    assert values(tmp_path / "run", "reference-length-test.characters") == {"en-01": len(fixed)}
+
+
+def test_items_with_byte_identical_clips_get_separate_scores(tmp_path):
+    """Item 1: two items sharing one clip file's bytes are scored each against its own item."""
+    suite = suite_file(tmp_path, {"en-01": "Good morning.", "en-02": "Good morning, everybody in the room."})
+    clips = render(suite, tmp_path / "clips", {"en-01": "en-01", "en-02": "en-01"})
+    assert (clips / "en-01.mp4").read_bytes() == (clips / "en-02.mp4").read_bytes()
+    outcome = clips_run(suite, clips, tmp_path / "run")
+    assert outcome.scored == 2 and len(outcome.store.scores()) == 2
+    assert values(tmp_path / "run", "reference-length-test.characters") == {"en-01": 13, "en-02": 36}
+
+
+def test_a_changed_metric_weight_file_rescores(tmp_path, monkeypatch):
+    """Item 1: the score key holds the sha256 of every weight file the metric reads."""
+    weights = tmp_path / "model.bin"
+    weights.write_bytes(b"weights v1")
+    monkeypatch.setattr(ReferenceLengthForTests, "weight_file", weights)
+    suite = suite_file(tmp_path, {"en-01": "Good morning."})
+    clips = render(suite, tmp_path / "clips", {"en-01": "en-01"})
+    assert clips_run(suite, clips, tmp_path / "run").scored == 1
+    assert clips_run(suite, clips, tmp_path / "run").scored == 0
+    weights.write_bytes(b"weights v2")
+    assert clips_run(suite, clips, tmp_path / "run").scored == 1
+
+
+@pytest.mark.slow
+def test_fixing_a_dialogue_typo_recomputes_wer(tmp_path):
+    """Item 1 with real Whisper: the WER of a fixed reference is recomputed, not kept from the typo."""
+    line = "Morning. The coffee's ready if you want some."
+    suite = suite_file(tmp_path, {"en-01": line})
+    clips = render(suite, tmp_path / "clips", {"en-01": "en-01"})  # the puppet says the line right
+    suite_file(tmp_path, {"en-01": line.replace("coffee's ready", "cofee is redy")})
+    clips_run(suite, clips, tmp_path / "run", metrics=["wer"])
+    with_typo = values(tmp_path / "run", "wer.wer")["en-01"]
+    suite_file(tmp_path, {"en-01": line})
+    assert clips_run(suite, clips, tmp_path / "run", metrics=["wer"]).scored == 1
+    assert values(tmp_path / "run", "wer.wer")["en-01"] < with_typo
+
+
+def downgrade_to_schema_1(db: Path) -> None:
+    """Rewrite a store as mheval's store schema 1 wrote it: scores keyed by clip bytes alone, no run records."""
+    connection = sqlite3.connect(db)
+    connection.executescript("""
+        DROP TABLE scores;
+        CREATE TABLE scores (clip_sha256 TEXT NOT NULL, metric TEXT NOT NULL, metric_version TEXT NOT NULL,
+            config_hash TEXT NOT NULL, status TEXT NOT NULL, fields TEXT NOT NULL, detail TEXT, created REAL NOT NULL,
+            PRIMARY KEY (clip_sha256, metric, metric_version, config_hash));
+        INSERT INTO scores SELECT sha256, 'reference-length-test', '1', 'x', 'ok', '{"characters": 1}', NULL, 0
+            FROM clips;
+        ALTER TABLE clips DROP COLUMN item_hash;
+        CREATE TABLE old_runs AS SELECT run_id, started, finished, suite, suite_hash, models, argv, manifest FROM runs;
+        DROP TABLE runs;
+        ALTER TABLE old_runs RENAME TO runs;
+        PRAGMA user_version = 0;
+    """)
+    connection.close()
+
+
+def test_a_schema_1_store_is_refused_by_readers_and_migrated_by_a_run(tmp_path, capsys):
+    """Item 1: a store whose scores are keyed by clip bytes alone is never silently mis-joined."""
+    suite = suite_file(tmp_path, {"en-01": "Good morning.", "en-02": "Good evening."})
+    clips = render(suite, tmp_path / "clips", {"en-01": "en-01", "en-02": "en-02"})
+    clips_run(suite, clips, tmp_path / "run")
+    downgrade_to_schema_1(tmp_path / "run" / "run.sqlite")
+    with pytest.raises(OldStoreError, match="store schema 1.*keyed by clip bytes alone"):
+        RunStore.open_existing(tmp_path / "run")
+    assert main(["report", str(tmp_path / "run")]) == 2
+    assert "mheval run" in capsys.readouterr().err
+    again = clips_run(suite, clips, tmp_path / "run")
+    assert again.generated == 0 and again.scored == 2  # clips kept, scores recomputed
+    assert "migrated" in capsys.readouterr().err
+    assert values(tmp_path / "run", "reference-length-test.characters") == {"en-01": 13, "en-02": 13}
