@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mheval import files
 from mheval.adapters.puppet import PuppetAdapter
 from mheval.cli import main
 from mheval.metrics import Metric, WeightFile, register
@@ -159,3 +160,45 @@ def test_a_schema_1_store_is_refused_by_readers_and_migrated_by_a_run(tmp_path, 
     assert again.generated == 0 and again.scored == 2  # clips kept, scores recomputed
     assert "migrated" in capsys.readouterr().err
     assert values(tmp_path / "run", "reference-length-test.characters") == {"en-01": 13, "en-02": 13}
+
+
+# -- item 2: generation keys that notice changed sources --------------------------------------------------------------
+
+def test_a_clip_re_rendered_under_the_same_name_is_copied_and_scored_again(tmp_path):
+    """Item 2: the `clips:` generation key holds each source file's sha256, not only directory × item × seed."""
+    suite = suite_file(tmp_path, {"en-01": "Good morning.", "en-02": "Good evening."})
+    clips = render(suite, tmp_path / "clips", {"en-01": "en-01", "en-02": "en-02"})
+    first = clips_run(suite, clips, tmp_path / "run")
+    assert (first.generated, first.scored) == (2, 2)
+    render(suite, clips, {"en-01": "en-01"}, shift_ms=300)  # a new render of en-01, same file name
+    again = clips_run(suite, clips, tmp_path / "run")
+    assert (again.generated, again.scored) == (1, 1)
+    stored = again.store.clips().set_index("item_id")
+    assert stored.loc["en-01", "sha256"] == files.sha256_file(clips / "en-01.mp4")
+    unchanged = clips_run(suite, clips, tmp_path / "run")
+    assert (unchanged.generated, unchanged.scored) == (0, 0)
+
+
+def test_command_adapter_regenerates_when_its_declared_version_or_files_change(tmp_path):
+    """Item 2: `command:` declares what changes its output: a `version` string and files whose sha256 join the key."""
+    suite = suite_file(tmp_path, {"en-01": "Good morning."})
+    clips = render(suite, tmp_path / "clips", {"en-01": "en-01"})
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"step 1000")
+    template = f"{sys.executable} -c \"import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])\" {clips}/{{id}}.mp4 {{output}}"
+
+    def generated(**options: str) -> int:
+        return run(RunRequest(suite=str(suite), models=[f"mine=command:{template}"], out=tmp_path / "run",
+                              metrics=["reference-length-test"], model_options={"mine": options},
+                              progress=False)).generated
+
+    assert generated(files=str(checkpoint)) == 1
+    assert generated(files=str(checkpoint)) == 0
+    checkpoint.write_bytes(b"step 2000")
+    assert generated(files=str(checkpoint)) == 1
+    assert generated(files=str(checkpoint), version="2") == 1
+    assert generated(files=str(checkpoint), version="2", timeout="60") == 0  # the timeout changes no clip
+    with pytest.raises(ValueError, match="unknown option.*verison"):
+        generated(verison="3")
+    with pytest.raises(ValueError, match="no such file"):
+        generated(files=str(tmp_path / "missing.ckpt"))

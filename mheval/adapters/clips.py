@@ -1,7 +1,8 @@
 """`clips`: evaluate a directory of pre-generated clips, one file per item named `<item id>.<ext>`.
 
 This is how most users bring in clips made elsewhere. Items without a file, and files that match no item, are
-reported; neither stops the run.
+reported; neither stops the run. Each file's sha256 is part of its clip's generation key, so a clip re-rendered under
+the same name is copied and scored again (the hash is cached by size and times: unchanged files are not re-read).
 """
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ class ClipsAdapter(Adapter):
             missing=tuple(sorted(ids - files.keys())),
             extra=tuple(sorted(files.keys() - ids)),
         )
+
+    def source_key(self, item: SuiteItem) -> str | None:
+        source = self._files().get(item.id)
+        return f"sha256:{sha256_file_cached(source)}" if source else "no file"
 
     def generate(self, item: SuiteItem, output: Path, seed: int) -> dict[str, Any]:
         source = self._files().get(item.id)
