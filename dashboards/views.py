@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboards import data
 from dashboards.data import RunView
-from mheval.gate import IMPROVED, PASS, REGRESSION, Tolerance
+from mheval.compare import IMPROVED, PASS, REGRESSION, Tolerance
 from mheval.languages import LANGUAGES
 from mheval.metrics import NotApplicable, metric_class
 from mheval.results import ALL

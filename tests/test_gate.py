@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from mheval.cli import main
-from mheval.gate import (EXIT_CANNOT_COMPARE, EXIT_PASS, EXIT_REGRESSION, IMPROVED, MISSING, NEW, PASS,
-                         PROMPT_COLUMNS, REGRESSION, CannotCompare, GateOutcome, MetricScores, Tolerance,
-                         check_comparable, compare_prompts, gate, junit, markdown)
+from mheval.compare import (IMPROVED, MISSING, NEW, PASS, PROMPT_COLUMNS, REGRESSION, CannotCompare, MetricScores,
+                            Tolerance, check_comparable, compare_prompts)
+from mheval.gate import EXIT_CANNOT_COMPARE, EXIT_PASS, EXIT_REGRESSION, GateOutcome, gate, junit, markdown
 from smoke_runs import degraded_german_run, puppet_smoke_run
 
 REPO = Path(__file__).resolve().parents[1]
