@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dashboards.command import add_dashboard_parser
+from mheval.dashboard_command import add_dashboard_parser
 from mheval.gate import add_baseline_parser, add_gate_parser
 from mheval.validate import add_validate_parser
 

@@ -1,6 +1,5 @@
 """Cache keys and what readers show: scores keyed by everything they depend on (issue 12 item 1), clips regenerated
 when their source changes (item 2), and report / gate / exports reading the latest invocation's clips only (item 12)."""
-import json
 import sqlite3
 import sys
 from pathlib import Path
