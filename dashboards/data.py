@@ -53,7 +53,7 @@ class RunView:
 
     @property
     def suite(self) -> str | None:
-        return self.manifest.get("suite", {}).get("name")
+        return self.record.suite if self.record else None
 
     @property
     def state(self) -> str:

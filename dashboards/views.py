@@ -42,8 +42,8 @@ def header(view: RunView) -> bool:
     manifest = view.manifest
     if manifest:
         git = manifest.get("git") or {}
-        st.caption(f"suite **{view.suite}** · models {', '.join(manifest.get('models', {}))} · seed "
-                   f"{manifest.get('seed')} · created {manifest.get('created')} · commit "
+        st.caption(f"{view.record.describe()} · models {', '.join(view.record.models)} · created "
+                   f"{manifest.get('created')} · commit "
                    f"{(git.get('commit') or '?')[:10]}{' (dirty)' if git.get('dirty') else ''} · {view.directory}")
     state, message = view.state, view.message
     {"unreadable": st.error, "failed": st.error, "empty": st.info, "partial": st.warning}.get(

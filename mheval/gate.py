@@ -34,6 +34,7 @@ class GateOutcome:
     rows: list[RowComparison] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     refusal: str | None = None
+    source: str | None = None         # which clips were gated: the run's latest invocation (run id, suite hash, seed)
 
     @property
     def regressions(self) -> list[RowComparison]:
@@ -61,6 +62,7 @@ def gate(run_dir: Path | str, baseline_path: Path | str, metric: str = "wer", to
     try:
         baseline = read_baseline(baseline_path)
         run = metric_scores(run_dir, metric)
+        outcome.source = f"{run_dir}: {run.source['description']}"
         outcome.warnings += check_comparable(baseline, run)
     except (CannotCompare, FileNotFoundError) as err:
         outcome.refusal = str(err)
@@ -111,6 +113,8 @@ def print_outcome(outcome: GateOutcome, console=None) -> None:
     from rich.table import Table
 
     console = console or Console(width=None if sys.stdout.isatty() else 120)
+    if outcome.source:
+        console.print(f"gated: {outcome.source}", highlight=False)
     if outcome.rows:
         table = Table(title=f"gate: {outcome.metric} vs baseline (tolerance {outcome.tolerance})")
         for name in TABLE_HEADER:
@@ -128,6 +132,8 @@ def print_outcome(outcome: GateOutcome, console=None) -> None:
 def markdown(outcome: GateOutcome) -> str:
     """A pull-request summary: verdict, table, warnings."""
     lines = [f"### mheval gate ({outcome.metric}): {outcome.headline}", ""]
+    if outcome.source:
+        lines += [f"Gated: {outcome.source}", ""]
     if outcome.rows:
         lines += ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
         for cells in table_rows(outcome):
@@ -142,6 +148,8 @@ def markdown(outcome: GateOutcome) -> str:
 def junit(outcome: GateOutcome) -> str:
     """JUnit XML: one test case per model × language; a refusal is one errored case."""
     suite = ET.Element("testsuite", name=f"mheval gate {outcome.metric}")
+    if outcome.source:
+        ET.SubElement(ET.SubElement(suite, "properties"), "property", name="gated", value=outcome.source)
     if outcome.refusal is not None:
         case = ET.SubElement(suite, "testcase", classname=f"mheval.gate.{outcome.metric}", name="comparable")
         ET.SubElement(case, "error", message=outcome.refusal)

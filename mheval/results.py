@@ -68,8 +68,8 @@ def _attach_metric(table: pd.DataFrame, scores: pd.DataFrame, key: MetricKey) ->
     if attached.empty:
         table[f"{key.name}.status"] = "missing"
         return table
-    score_keys = [key.score_key(sha256, item_hash) if isinstance(sha256, str) and isinstance(item_hash, str) else None
-                  for sha256, item_hash in zip(table.sha256, table.item_hash)]
+    score_keys = [key.score_key(sha256, item_hash) if status == "ok" else None  # stale clips show no score
+                  for sha256, item_hash, status in zip(table.sha256, table.item_hash, table.clip_status)]
     table = table.assign(_score_key=score_keys).merge(attached, left_on="_score_key", right_index=True, how="left")
     table[f"{key.name}.status"] = table[f"{key.name}.status"].fillna("missing")
     return table.drop(columns="_score_key")

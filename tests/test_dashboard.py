@@ -67,6 +67,7 @@ def test_leaderboard_has_one_row_per_model_with_intervals_and_the_manifest(runs,
         assert board[column].iloc[0].count("[") == 1
     assert board["prompts"].iloc[0] == 4 and board["failed clips"].iloc[0] == 0
     assert any("manifest.json" in expander.label for expander in test.expander)
+    assert f"{view.record.describe()} · models puppet" in texts(test, "caption")  # which clips (issue 12 item 12)
     assert "physical consistency: no metric for it in this run." in texts(test, "caption")
     assert "clip_score: unavailable" in texts(test, "caption")
     test.selectbox(key="leaderboard_language").set_value("de").run()

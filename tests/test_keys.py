@@ -1,5 +1,6 @@
 """Cache keys and what readers show: scores keyed by everything they depend on (issue 12 item 1), clips regenerated
 when their source changes (item 2), and report / gate / exports reading the latest invocation's clips only (item 12)."""
+import json
 import sqlite3
 import sys
 from pathlib import Path
@@ -7,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mheval import files
+from mheval import files, runner
 from mheval.adapters.puppet import PuppetAdapter
 from mheval.cli import main
 from mheval.metrics import Metric, WeightFile, register
-from mheval.results import clip_table
+from mheval.compare import metric_scores
+from mheval.results import clip_table, summary
 from mheval.runner import RunRequest, run
 from mheval.store import OldStoreError, RunStore
 from mheval.suites import load_suite
@@ -201,3 +203,50 @@ def test_command_adapter_regenerates_when_its_declared_version_or_files_change(t
         generated(verison="3")
     with pytest.raises(ValueError, match="no such file"):
         generated(files=str(tmp_path / "missing.ckpt"))
+
+
+# -- item 12: readers show the latest invocation --------------------------------------------------------------------
+
+def test_report_gate_and_exports_show_the_latest_invocation_and_say_which(tmp_path, capsys):
+    """Item 12: after runs with other labels, seeds and items, every reader shows the latest invocation's clips only
+    and names it (run id, suite hash, seed)."""
+    suite = suite_file(tmp_path, {"en-01": "Good morning.", "en-02": "Good evening.", "en-03": "Good night."})
+    out = tmp_path / "run"
+    request = dict(suite=str(suite), out=out, metrics=["reference-length-test"], progress=False)
+    run(RunRequest(models=["a=puppet"], seed=1, **request))
+    latest = run(RunRequest(models=["b=puppet"], seed=2, limit=2, **request))
+    assert latest.record.run_id == 2
+    table = clip_table(latest.store)
+    assert set(table.model) == {"b"} and set(table.seed) == {2} and sorted(table.item_id) == ["en-01", "en-02"]
+    scores = metric_scores(out, "reference-length-test")
+    assert set(scores.prompts.model) == {"b"} and sorted(scores.prompts.item_id) == ["en-01", "en-02"]
+    assert main(["report", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert f"run 2 · suite keys (sha256 {latest.suite.content_hash()[:12]}) · seed 2 · 2 prompt(s) × 1 model(s)" in report
+    assert " a " not in report
+    assert main(["run", "--suite", str(suite), "--models", "b=puppet", "--seed", "2", "--limit", "2", "--metrics",
+                 "reference-length-test", "--out", str(out), "--no-progress"]) == 0
+    exported = json.loads((out / "exports" / "results.json").read_text())
+    assert exported["run"]["run_id"] == 3 and exported["run"]["seed"] == 2
+    assert {row["model"] for row in exported["clips"]} == {"b"} and len(exported["clips"]) == 2
+
+
+def test_clips_an_interrupted_invocation_did_not_regenerate_are_stale_and_show_no_score(tmp_path, monkeypatch):
+    """Item 12: a clip made under an earlier configuration is not shown as the latest invocation's result."""
+    suite = suite_file(tmp_path, {"en-01": "Good morning.", "en-02": "Good evening."})
+    request = dict(suite=str(suite), models=["puppet"], out=tmp_path / "run", metrics=["reference-length-test"],
+                   progress=False)
+    run(RunRequest(**request))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_generate_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(RunRequest(**request, model_options={"puppet": {"shift_ms": "200"}}))
+    store = RunStore.open_existing(tmp_path / "run")
+    table = clip_table(store)
+    assert list(table.clip_status) == ["stale", "stale"]
+    assert set(table["reference-length-test.status"]) == {"missing"}
+    summary_row = summary(table, ["reference-length-test"]).iloc[0]
+    assert summary_row.n == 0 and summary_row.failed == 2
