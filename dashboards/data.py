@@ -333,7 +333,8 @@ def compare_runs(base: RunView, new: RunView, tolerance: Tolerance) -> tuple[pd.
         except CannotCompare as err:
             refused[metric] = str(err)
             continue
-        for row in compare_prompts(old_scores.prompts, new_scores.prompts, old_scores.lower_is_better, tolerance):
+        for row in compare_prompts(old_scores.prompts, new_scores.prompts, old_scores.lower_is_better, tolerance,
+                                   unusable=new_scores.unusable):
             delta = row.delta
             rows.append({
                 "metric": column_label(metric), "model": row.model, "language": row.language,

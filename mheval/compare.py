@@ -38,8 +38,15 @@ ASR_WEIGHT_KEYS = ("name", "sha256", "converter_version")
 ASR_DECODING_KEY = "decoding"
 ASR_MINOR_KEYS = ("path", "device", "torch", "openai_whisper")
 
-PASS, REGRESSION, IMPROVED, MISSING, NEW = "pass", "regression", "improved", "missing", "new"
+# Verdicts of a model × language row. Only pass, regression and improved are comparisons that decide; failed (a
+# baseline prompt has no usable score in the run) fails too; the others say why a row was not compared.
+PASS, REGRESSION, IMPROVED, FAILED = "pass", "regression", "improved", "failed"
+INSUFFICIENT, MISSING, NEW = "insufficient", "missing", "new"
+COMPARED = (PASS, REGRESSION, IMPROVED)
+MIN_PROMPTS = 5  # below this many shared prompts a bootstrap interval is little more than the min–max range
+
 PROMPT_COLUMNS = ["model", "language", "item_id", "item_sha256", "value", "weight"]
+UNUSABLE_COLUMNS = ["model", "language", "item_id", "item_sha256", "reason"]
 
 
 class CannotCompare(Exception):
@@ -84,7 +91,8 @@ class MetricScores:
     prompts: pd.DataFrame                   # PROMPT_COLUMNS; value is the prompt's ratio of sums, weight its denominator
     scorer: dict[str, Any]                  # metric_version, config_hash, [config], [normalizer], [asr]
     source: dict[str, Any] = field(default_factory=dict)   # run directory, suite sha256, seed, git, dates
-    unusable: list[str] = field(default_factory=list)      # "model/item: reason" for clips without a usable score
+    unusable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNUSABLE_COLUMNS))  # clips without
+    #                                                        a usable score: failed clip, metric failed or n/a, stale
 
     @property
     def lower_is_better(self) -> bool:
@@ -116,8 +124,9 @@ def metric_scores(run_dir: Path | str, metric: str = "wer") -> MetricScores:
         source={"run": str(run_dir), "run_id": record.run_id, "suite_sha256": record.suite_hash,
                 "seed": record.seed, "git": manifest.get("git"), "run_created": manifest.get("created"),
                 "description": record.describe()},
-        unusable=[f"{row['model']}/{row['item_id']}: {_unusable_reason(row, metric)}"
-                  for row in table.drop(usable.index).to_dict("records")],
+        unusable=pd.DataFrame([(row["model"], row["language"], row["item_id"], row["item_hash"],
+                                _unusable_reason(row, metric)) for row in table.drop(usable.index).to_dict("records")],
+                              columns=UNUSABLE_COLUMNS),
     )
 
 
@@ -140,7 +149,7 @@ def prompt_values(clips: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def _unusable_reason(row: dict, metric: str) -> str:
     if row["clip_status"] != "ok":
-        return f"clip failed ({str(row['clip_error']).splitlines()[0]})"
+        return f"clip {row['clip_status']} ({str(row['clip_error']).splitlines()[0]})"
     return f"{metric} {row[f'{metric}.status']}"
 
 
@@ -275,57 +284,93 @@ def _dict_changes(old: dict, new: dict) -> str:
 class RowComparison:
     model: str
     language: str
-    verdict: str                      # pass | regression | improved | missing | new
+    verdict: str                      # pass | regression | improved | failed | insufficient | missing | new
     baseline: float = math.nan        # on the shared prompts
     current: float = math.nan
     delta: Estimate | None = None     # current − baseline, paired over the shared prompts
     threshold: float = math.nan
-    notes: tuple[str, ...] = ()       # prompts or rows present on one side only
+    notes: tuple[str, ...] = ()       # why a row failed or was not compared; prompts present on one side only
 
     @property
     def single_prompt(self) -> bool:
-        """One shared prompt: no interval, the point difference decided."""
-        return self.delta is not None and math.isnan(self.delta.low)
+        """One shared prompt (allowed only with min_prompts=1): no interval, the point difference decided."""
+        return self.verdict in COMPARED and self.delta is not None and math.isnan(self.delta.low)
 
 
 def compare_prompts(baseline: pd.DataFrame, run: pd.DataFrame, lower_is_better: bool, tolerance: Tolerance,
-                    resamples: int = DEFAULT_RESAMPLES) -> list[RowComparison]:
-    """Per model × language: the paired difference on shared prompts and its verdict against the tolerance."""
+                    resamples: int = DEFAULT_RESAMPLES, min_prompts: int = MIN_PROMPTS,
+                    unusable: pd.DataFrame | None = None) -> list[RowComparison]:
+    """Per model × language: the paired difference on shared prompts and its verdict.
+
+    A row regresses when its point difference is worse than the tolerance and its 95% interval excludes 0 (improves:
+    the mirror image). A baseline prompt whose clip in the run has no usable score (`unusable`: clip failed, metric
+    failed or not applicable) fails its row. A row with fewer than `min_prompts` shared prompts is insufficient:
+    shown, never passed or failed."""
+    unusable = pd.DataFrame(columns=UNUSABLE_COLUMNS) if unusable is None else unusable
     old_rows = dict(list(baseline.groupby(["model", "language"])))
     new_rows = dict(list(run.groupby(["model", "language"])))
+    lost_rows = dict(list(unusable.groupby(["model", "language"])))
     comparisons = []
     for model, language in sorted(set(old_rows) | set(new_rows)):
         old, new = old_rows.get((model, language)), new_rows.get((model, language))
+        lost = lost_rows.get((model, language), unusable.iloc[:0])
         if old is None:
             comparisons.append(RowComparison(model, language, NEW, current=_ratio(new),
                                              notes=(f"not in the baseline ({len(new)} prompts)",)))
-        elif new is None:
-            comparisons.append(RowComparison(model, language, MISSING, baseline=_ratio(old),
-                                             notes=(f"no usable scores in the run ({len(old)} prompts expected)",)))
-        else:
-            comparisons.append(_compare_row(model, language, old, new, lower_is_better, tolerance, resamples))
+            continue
+        new = run.iloc[:0] if new is None else new
+        comparisons.append(_compare_row(model, language, old, new, lost, lower_is_better, tolerance, resamples,
+                                        min_prompts))
     return comparisons
 
 
-def _compare_row(model, language, old, new, lower_is_better, tolerance, resamples) -> RowComparison:
+def _compare_row(model, language, old, new, lost, lower_is_better, tolerance, resamples,
+                 min_prompts) -> RowComparison:
+    failed = lost[lost.item_id.isin(old.item_id) & ~lost.item_id.isin(new.item_id)]
+    if new.empty and failed.empty:
+        return RowComparison(model, language, MISSING, baseline=_ratio(old),
+                             notes=(f"no clip of the run for its {len(old)} baseline prompt(s)",))
     same_content = old.merge(new, on=["item_id", "item_sha256"]).item_id
-    notes = _prompt_notes(old, new, set(same_content))
+    notes = _prompt_notes(old, new, set(same_content), set(failed.item_id))
+    if not failed.empty:
+        reasons = "; ".join(f"{row.item_id}: {row.reason}" for row in failed.sort_values("item_id").itertuples())
+        notes.insert(0, f"{len(failed)} baseline prompt(s) without a usable score in the run ({reasons})")
     old, new = old[old.item_id.isin(same_content)], new[new.item_id.isin(same_content)]
     if old.empty:
-        return RowComparison(model, language, MISSING, notes=("no prompt in common with the baseline", *notes))
+        verdict = FAILED if not failed.empty else MISSING
+        return RowComparison(model, language, verdict, notes=("no prompt in common with the baseline", *notes))
     delta = paired_bootstrap(old.item_id.to_numpy(), old.value.to_numpy(), old.weight.to_numpy(),
                              new.item_id.to_numpy(), new.value.to_numpy(), new.weight.to_numpy(), resamples=resamples)
     baseline_value = _ratio(old)
     threshold = tolerance.threshold(baseline_value)
-    low, high = (delta.value, delta.value) if math.isnan(delta.low) else (delta.low, delta.high)
-    worse_low, worse_high = (low, high) if lower_is_better else (-high, -low)
-    verdict = REGRESSION if worse_low > threshold else IMPROVED if worse_high < -threshold else PASS
+    if not failed.empty:
+        verdict = FAILED
+    elif delta.n < min_prompts:
+        verdict = INSUFFICIENT
+        notes.insert(0, f"{delta.n} shared prompt(s), fewer than {min_prompts}: not decided")
+    else:
+        verdict = _verdict(delta, lower_is_better, threshold)
     return RowComparison(model, language, verdict, baseline_value, _ratio(new), delta, threshold, tuple(notes))
 
 
-def _prompt_notes(old: pd.DataFrame, new: pd.DataFrame, same: set[str]) -> list[str]:
+def _verdict(delta: Estimate, lower_is_better: bool, threshold: float) -> str:
+    """Worse beyond the tolerance with an interval that excludes 0: regression; the mirror image: improved."""
+    sign = 1.0 if lower_is_better else -1.0
+    worse = sign * delta.value
+    if math.isnan(delta.low):  # a single prompt: nothing to resample, the point difference decides
+        worse_low = worse_high = worse
+    else:
+        worse_low, worse_high = sorted((sign * delta.low, sign * delta.high))
+    if worse > threshold and worse_low > 0:
+        return REGRESSION
+    if worse < -threshold and worse_high < 0:
+        return IMPROVED
+    return PASS
+
+
+def _prompt_notes(old: pd.DataFrame, new: pd.DataFrame, same: set[str], failed: set[str]) -> list[str]:
     notes = []
-    for what, ids in (("only in the baseline", set(old.item_id) - set(new.item_id)),
+    for what, ids in (("only in the baseline", set(old.item_id) - set(new.item_id) - failed),
                       ("only in the run", set(new.item_id) - set(old.item_id)),
                       ("text changed since the baseline", (set(old.item_id) & set(new.item_id)) - same)):
         if ids:

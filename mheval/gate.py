@@ -2,10 +2,12 @@
 terminal table, Markdown, JUnit XML and an exit code; and the `mheval gate` / `mheval baseline` commands.
 
 - Rows are model × language, compared on the prompts both sides share by a paired bootstrap over prompts.
-- A row fails only when the whole 95% interval of the regression lies above max(abs, rel × baseline value), so a
-  noisy difference never fails. With one shared prompt there is nothing to resample (the bootstrap distribution
-  is a point), and the point difference decides; the output says so.
-- Rows or prompts present on one side only, and clips of the run without a usable score, are warnings.
+- A row regresses when its difference is worse than max(abs, rel × baseline value) and its 95% interval excludes 0.
+- A baseline prompt whose clip has no usable score in the run (clip failed, metric failed or not applicable) fails
+  its row: a model that stops producing a language must not pass.
+- A row with fewer than `min_prompts` shared prompts (default 5) is "insufficient": shown, never passed or failed.
+- Nothing compared (labels renamed, every row insufficient or missing) is exit 2, not a pass.
+- Rows or prompts present on one side only are warnings.
 - Numbers made with another ASR model or decoding settings, another text normaliser, another metric version or
   configuration, or on another suite are not comparable: the gate refuses with exit code 2 and names the change.
 """
@@ -18,9 +20,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mheval.compare import (IMPROVED, MISSING, NEW, PASS, REGRESSION, CannotCompare, RowComparison, Tolerance,
-                            check_comparable, compare_prompts, metric_scores, read_baseline, write_baseline)
+from mheval.compare import (COMPARED, FAILED, IMPROVED, INSUFFICIENT, MIN_PROMPTS, MISSING, NEW, PASS, REGRESSION,
+                            CannotCompare, RowComparison, Tolerance, check_comparable, compare_prompts,
+                            metric_scores, read_baseline, write_baseline)
 from mheval.stats import DEFAULT_RESAMPLES
+from mheval.store import OldStoreError
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
@@ -35,42 +39,69 @@ class GateOutcome:
     warnings: list[str] = field(default_factory=list)
     refusal: str | None = None
     source: str | None = None         # which clips were gated: the run's latest invocation (run id, suite hash, seed)
+    min_prompts: int = MIN_PROMPTS
 
     @property
-    def regressions(self) -> list[RowComparison]:
-        return [row for row in self.rows if row.verdict == REGRESSION]
+    def failures(self) -> list[RowComparison]:
+        return [row for row in self.rows if row.verdict in (REGRESSION, FAILED)]
+
+    @property
+    def compared(self) -> list[RowComparison]:
+        return [row for row in self.rows if row.verdict in COMPARED]
+
+    @property
+    def undecided(self) -> list[RowComparison]:
+        return [row for row in self.rows if row.verdict in (INSUFFICIENT, MISSING)]
 
     @property
     def exit_code(self) -> int:
-        if self.refusal is not None:
+        if self.refusal is not None or not self.compared:
             return EXIT_CANNOT_COMPARE
-        return EXIT_REGRESSION if self.regressions else EXIT_PASS
+        return EXIT_REGRESSION if self.failures else EXIT_PASS
 
     @property
     def headline(self) -> str:
         if self.refusal is not None:
             return f"cannot compare: {self.refusal}"
-        if self.regressions:
-            names = ", ".join(f"{row.model}/{row.language}" for row in self.regressions)
-            return f"FAIL: {len(self.regressions)} {self.metric} regression(s) beyond {self.tolerance}: {names}"
-        return f"PASS: no {self.metric} regression beyond {self.tolerance} in {len(self.rows)} row(s)"
+        if not self.compared:
+            failed = [f"{row.model}/{row.language}" for row in self.rows if row.verdict == FAILED]
+            because = f"; baseline prompts without a usable score in the run: {', '.join(failed)}" if failed else ""
+            return (f"cannot compare: nothing was compared: no model × language row has {self.min_prompts} or more "
+                    f"prompts with usable {self.metric} scores on both sides{because}{self._undecided_text()}")
+        if self.failures:
+            regressions = sum(row.verdict == REGRESSION for row in self.failures)
+            failed = len(self.failures) - regressions
+            kinds = [f"{regressions} {self.metric} regression(s) beyond {self.tolerance}"] if regressions else []
+            kinds += [f"{failed} row(s) with baseline prompts failing in the run"] if failed else []
+            names = ", ".join(f"{row.model}/{row.language}" for row in self.failures)
+            return f"FAIL: {' and '.join(kinds)}: {names}{self._undecided_text()}"
+        return (f"PASS: no {self.metric} regression beyond {self.tolerance} in {len(self.compared)} row(s)"
+                f"{self._undecided_text()}")
+
+    def _undecided_text(self) -> str:
+        parts = [f"{verdict}: " + ", ".join(f"{row.model}/{row.language}" for row in self.rows if row.verdict == verdict)
+                 for verdict in (INSUFFICIENT, MISSING) if any(row.verdict == verdict for row in self.rows)]
+        return f" (not decided — {'; '.join(parts)})" if parts else ""
 
 
 def gate(run_dir: Path | str, baseline_path: Path | str, metric: str = "wer", tolerance: Tolerance = Tolerance(),
-         resamples: int = DEFAULT_RESAMPLES) -> GateOutcome:
-    outcome = GateOutcome(metric, tolerance)
+         resamples: int = DEFAULT_RESAMPLES, min_prompts: int = MIN_PROMPTS) -> GateOutcome:
+    outcome = GateOutcome(metric, tolerance, min_prompts=min_prompts)
     try:
         baseline = read_baseline(baseline_path)
         run = metric_scores(run_dir, metric)
         outcome.source = f"{run_dir}: {run.source['description']}"
         outcome.warnings += check_comparable(baseline, run)
-    except (CannotCompare, FileNotFoundError) as err:
+    except (CannotCompare, FileNotFoundError, OldStoreError) as err:
         outcome.refusal = str(err)
         return outcome
-    outcome.rows = compare_prompts(baseline.prompts, run.prompts, baseline.lower_is_better, tolerance, resamples)
+    outcome.rows = compare_prompts(baseline.prompts, run.prompts, baseline.lower_is_better, tolerance, resamples,
+                                   min_prompts, run.unusable)
     outcome.warnings += [f"{row.model}/{row.language}: {row.verdict}: {note}" for row in outcome.rows
                          for note in row.notes]
-    outcome.warnings += [f"no usable score: {entry}" for entry in run.unusable]
+    baseline_prompts = set(zip(baseline.prompts.model, baseline.prompts.item_id))
+    outcome.warnings += [f"no usable score (not in the baseline): {row.model}/{row.item_id}: {row.reason}"
+                         for row in run.unusable.itertuples() if (row.model, row.item_id) not in baseline_prompts]
     return outcome
 
 
@@ -96,16 +127,18 @@ def table_rows(outcome: GateOutcome) -> list[list[str]]:
 
 
 def footnote(outcome: GateOutcome) -> str:
-    text = (f"Δ = run − baseline, paired bootstrap over prompts; a row fails when the 95% interval of the regression "
-            f"lies entirely beyond the tolerance max({outcome.tolerance.absolute:g}, "
-            f"{outcome.tolerance.relative:g} × baseline).")
+    text = (f"Δ = run − baseline, paired bootstrap over prompts; a row regresses when Δ is worse than the tolerance "
+            f"max({outcome.tolerance.absolute:g}, {outcome.tolerance.relative:g} × baseline) and its 95% interval "
+            f"excludes 0; a row fails when a baseline prompt has no usable score in the run; rows with fewer than "
+            f"{outcome.min_prompts} shared prompts are insufficient and not decided.")
     if any(row.single_prompt for row in outcome.rows):
         text += " Rows with a single shared prompt have no interval: their point difference decides."
     return text
 
 
 TABLE_HEADER = ["model", "language", "prompts", "baseline", "run", "Δ [95% CI]", "tolerance", "result"]
-VERDICT_STYLE = {REGRESSION: "bold red", IMPROVED: "green", PASS: "", MISSING: "yellow", NEW: "yellow"}
+VERDICT_STYLE = {REGRESSION: "bold red", FAILED: "bold red", IMPROVED: "green", PASS: "", INSUFFICIENT: "yellow",
+                 MISSING: "yellow", NEW: "yellow"}
 
 
 def print_outcome(outcome: GateOutcome, console=None) -> None:
@@ -137,7 +170,7 @@ def markdown(outcome: GateOutcome) -> str:
     if outcome.rows:
         lines += ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
         for cells in table_rows(outcome):
-            cells[-1] = f"**{cells[-1]}**" if cells[-1] == REGRESSION else cells[-1]
+            cells[-1] = f"**{cells[-1]}**" if cells[-1] in (REGRESSION, FAILED) else cells[-1]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", footnote(outcome)]
     if outcome.warnings:
@@ -150,16 +183,18 @@ def junit(outcome: GateOutcome) -> str:
     suite = ET.Element("testsuite", name=f"mheval gate {outcome.metric}")
     if outcome.source:
         ET.SubElement(ET.SubElement(suite, "properties"), "property", name="gated", value=outcome.source)
-    if outcome.refusal is not None:
+    if outcome.exit_code == EXIT_CANNOT_COMPARE:
         case = ET.SubElement(suite, "testcase", classname=f"mheval.gate.{outcome.metric}", name="comparable")
-        ET.SubElement(case, "error", message=outcome.refusal)
+        ET.SubElement(case, "error", message=outcome.headline.removeprefix("cannot compare: "))
     for row, cells in zip(outcome.rows, table_rows(outcome)):
         case = ET.SubElement(suite, "testcase", classname=f"mheval.gate.{outcome.metric}.{row.model}",
                              name=row.language)
         summary = ", ".join(f"{name}={cell}" for name, cell in zip(TABLE_HEADER[2:7], cells[2:7]))
         if row.verdict == REGRESSION:
             ET.SubElement(case, "failure", message=f"{outcome.metric} regression: {summary}")
-        elif row.verdict in (MISSING, NEW):
+        elif row.verdict == FAILED:
+            ET.SubElement(case, "failure", message=f"{outcome.metric}: {'; '.join(row.notes)}")
+        elif row.verdict in (INSUFFICIENT, MISSING, NEW):
             ET.SubElement(case, "skipped", message=f"{row.verdict}: {'; '.join(row.notes)}")
         else:
             ET.SubElement(case, "system-out").text = f"{row.verdict}: {summary}"
@@ -180,18 +215,21 @@ def junit(outcome: GateOutcome) -> str:
 
 GATE_EPILOG = """\
 exit codes:
-  0  pass: no row regressed beyond the tolerance with 95% confidence (warnings may be printed)
-  1  regression: at least one model × language row regressed beyond the tolerance
-  2  cannot compare: the run was scored with another ASR model, decoding settings, text normaliser, metric
-     version or suite than the baseline (the message names which), or an input is missing or unreadable
+  0  pass: every compared row passed (or improved); rows not decided are named in the verdict line
+  1  fail: a model × language row regressed beyond the tolerance, or a baseline prompt has no usable score in the
+     run (its clip failed, or the metric failed or was not applicable)
+  2  cannot compare: nothing was compared (no row with enough shared prompts: labels renamed, languages missing),
+     or the run was scored with another ASR model, decoding settings, text normaliser, metric version or suite
+     than the baseline (the message names which), or an input is missing or unreadable
 
-A row regresses when the lower end of the 95% paired-bootstrap interval of (run − baseline) over prompts exceeds
-max(abs, rel × baseline value) (for metrics where higher is better, the sign is flipped). Rows or prompts present
-on one side only are warnings.
+A row regresses when the point difference (run − baseline) over the prompts both share is worse than
+max(abs, rel × baseline value) AND its 95% paired-bootstrap interval excludes 0 (for metrics where higher is
+better, the sign is flipped). A row with fewer than --min-prompts shared prompts is "insufficient": shown, not
+decided. Rows or prompts present on one side only are warnings.
 
 example (CI):
-  mheval run --suite smoke --models puppet --out runs/ci-smoke
-  mheval gate --run runs/ci-smoke --baseline baselines/smoke-puppet.json \\
+  mheval run --suite ci --models puppet --metrics wer --out runs/ci
+  mheval gate --run runs/ci --baseline baselines/ci-puppet.json \\
       --markdown gate.md --junit gate.xml
 """
 
@@ -208,6 +246,9 @@ def add_gate_parser(sub) -> None:
     parser.add_argument("--tolerance", type=_tolerance_argument, default=Tolerance(),
                         help=f"abs=X,rel=Y: a regression counts beyond max(X, Y × baseline) (default {Tolerance()})")
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--min-prompts", type=int, default=MIN_PROMPTS,
+                        help=f"rows with fewer shared prompts are reported as insufficient, not decided "
+                             f"(default {MIN_PROMPTS})")
     parser.add_argument("--markdown", type=Path, help="also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
     parser.add_argument("--junit", type=Path, help="also write JUnit XML")
     parser.set_defaults(handler=cmd_gate)
@@ -221,7 +262,7 @@ def _tolerance_argument(text: str) -> Tolerance:
 
 
 def cmd_gate(args) -> int:
-    outcome = gate(args.run, args.baseline, args.metric, args.tolerance, args.resamples)
+    outcome = gate(args.run, args.baseline, args.metric, args.tolerance, args.resamples, args.min_prompts)
     print_outcome(outcome)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)

@@ -361,8 +361,9 @@ class RunStore:
         frame = pd.read_sql_query("SELECT * FROM scores", self._db)
         if keys is not None:
             wanted = {(k.name, k.version, k.config_hash, k.weights_hash) for k in keys}
-            frame = frame[[row in wanted for row in zip(frame.metric, frame.metric_version, frame.config_hash,
-                                                         frame.weights_hash)]]
+            keep = [row in wanted for row in zip(frame.metric, frame.metric_version, frame.config_hash,
+                                                 frame.weights_hash)]
+            frame = frame[pd.Series(keep, index=frame.index, dtype=bool)]
         return frame.reset_index(drop=True)
 
     # -- errors ---------------------------------------------------------------------------------------------------
