@@ -175,7 +175,14 @@ def leaderboard(view: RunView, language: str = ALL) -> pd.DataFrame:
     clips = view.table if language == ALL else view.table[view.table.language == language]
     board["prompts"] = [clips[clips.model == m].item_id.nunique() for m in models]
     board["failed clips"] = [int((clips[clips.model == m].clip_status != "ok").sum()) for m in models]
+    board["notes"] = [row_notes(rows[rows.model == m]) if not rows.empty else "" for m in models]
     return board
+
+
+def row_notes(rows: pd.DataFrame) -> str:
+    """The distinct notes (n<5, yue→zh ASR, …) of one model's summary rows."""
+    notes = dict.fromkeys(note for text in rows.notes for note in str(text).split("; ") if note)
+    return "; ".join(notes)
 
 
 def leaderboard_text(board: pd.DataFrame) -> pd.DataFrame:
@@ -204,7 +211,7 @@ def absent_paper_columns(view: RunView) -> list[str]:
 def by_language(view: RunView, metric: str) -> pd.DataFrame:
     """model × language rows of one metric (without the `all` row), ready for a chart."""
     rows = view.summary[(view.summary.metric == metric) & (view.summary.language != ALL)]
-    return rows[["model", "language", "value", "ci_low", "ci_high", "n", "ok", "not_applicable", "failed"]]
+    return rows[["model", "language", "value", "ci_low", "ci_high", "n", "ok", "not_applicable", "failed", "notes"]]
 
 
 def speed(view: RunView) -> pd.DataFrame:

@@ -72,7 +72,7 @@ def leaderboard_page(view: RunView, runs: list[Path]) -> None:
     st.header("Leaderboard")
     language = st.selectbox("language", [ALL, *languages_of(view)], key="leaderboard_language")
     board = data.leaderboard(view, language)
-    values = [column for column in board.columns[1:] if not column.endswith("95% CI")]
+    values = [column for column in board.columns[1:] if not column.endswith("95% CI") and column != "notes"]
     left, right = st.columns([3, 1])
     primary = data.column_label("wer") if "wer" in view.metrics else values[0]
     sort_by = left.selectbox("sort by", values, key="leaderboard_sort", index=values.index(primary))
@@ -84,7 +84,9 @@ def leaderboard_page(view: RunView, runs: list[Path]) -> None:
                  column_config={"model": st.column_config.TextColumn(pinned=True)})
     st.caption("Each metric's headline value [95% bootstrap interval over prompts] (↓ lower is better, ↑ higher is "
                "better); sort with “sort by”. WER is corpus-level (edits over reference words). "
-               f"{CHARACTER_LANGUAGES_NOTE}")
+               f"{CHARACTER_LANGUAGES_NOTE} Language “all” is the mean over languages (each counts once), on the "
+               "prompts every model has. Notes: n<5 = fewer than 5 prompts, so the interval is little more than the "
+               "range of the values; yue→zh ASR = Cantonese transcribed by a decoder without Cantonese (Mandarin).")
     for label in data.absent_paper_columns(view):
         st.caption(f"{label}: no metric for it in this run.")
     for name, reason in view.unavailable.items():

@@ -26,7 +26,7 @@ from mheval.files import write_json_atomic
 from mheval.metrics import metric_class
 from mheval.registry import config_hash
 from mheval.results import MetricKey, clip_table
-from mheval.stats import DEFAULT_RESAMPLES, Estimate, bootstrap, paired_bootstrap
+from mheval.stats import DEFAULT_RESAMPLES, MIN_PROMPTS, Estimate, bootstrap, paired_bootstrap
 from mheval.store import RunStore
 
 BASELINE_FORMAT = "mheval-baseline/1"
@@ -43,7 +43,6 @@ ASR_MINOR_KEYS = ("path", "device", "torch", "openai_whisper")
 PASS, REGRESSION, IMPROVED, FAILED = "pass", "regression", "improved", "failed"
 INSUFFICIENT, MISSING, NEW = "insufficient", "missing", "new"
 COMPARED = (PASS, REGRESSION, IMPROVED)
-MIN_PROMPTS = 5  # below this many shared prompts a bootstrap interval is little more than the min–max range
 
 PROMPT_COLUMNS = ["model", "language", "item_id", "item_sha256", "value", "weight"]
 UNUSABLE_COLUMNS = ["model", "language", "item_id", "item_sha256", "reason"]
