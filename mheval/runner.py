@@ -115,15 +115,15 @@ def run(request: RunRequest) -> RunOutcome:
     planned = {label: {item.id: generation_key(adapter, item, request.seed) for item in items}
                for label, adapter in adapters.items()}
     scoring = [metric for metric in metrics if metric.name not in unavailable]
-    run_id = store.begin_run(suite.name, suite.content_hash(), request.seed, planned,
+    record = store.begin_run(suite.name, suite.content_hash(), request.seed, planned,
                              [MetricKey.of(metric) for metric in scoring], request.argv, manifest)
     store.put_items(suite.name, items)
-    outcome = RunOutcome(store, run_id, suite, items, adapters, metrics, unavailable,
+    outcome = RunOutcome(store, record.run_id, suite, items, adapters, metrics, unavailable,
                          coverage={label: adapter.coverage(items) for label, adapter in adapters.items()},
-                         record=store.latest_run())
+                         record=record)
     _generate_all(outcome, request)
     _score_all(outcome, request, scoring)
-    store.finish_run(run_id)
+    outcome.record = store.finish_run(record)
     return outcome
 
 

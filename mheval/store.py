@@ -31,7 +31,7 @@ import sqlite3
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -254,21 +254,24 @@ class RunStore:
     # -- runs -----------------------------------------------------------------------------------------------------
 
     def begin_run(self, suite: str, suite_hash: str, seed: int, clips: dict[str, dict[str, str]],
-                  metric_keys: list[MetricKey], argv: list[str], manifest: dict) -> int:
+                  metric_keys: list[MetricKey], argv: list[str], manifest: dict) -> RunRecord:
         """Record an invocation: `clips` maps each model label to {item id: generation key} it asks for."""
         write_json_atomic(self.directory / "manifest.json", manifest)
+        started = time.time()
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO runs (started, suite, suite_hash, models, argv, manifest, seed, clips, metrics) "
                 "VALUES (?,?,?,?,?,?,?,?,?)",
-                (time.time(), suite, suite_hash, json.dumps(list(clips)), json.dumps(argv), json.dumps(manifest),
+                (started, suite, suite_hash, json.dumps(list(clips)), json.dumps(argv), json.dumps(manifest),
                  seed, json.dumps(clips), json.dumps([list(key.__dict__.values()) for key in metric_keys])),
             )
-            return int(cursor.lastrowid)
+        return RunRecord(int(cursor.lastrowid), started, None, suite, suite_hash, seed, clips, metric_keys, manifest)
 
-    def finish_run(self, run_id: int) -> None:
+    def finish_run(self, run: RunRecord) -> RunRecord:
+        finished = time.time()
         with self._transaction() as db:
-            db.execute("UPDATE runs SET finished = ? WHERE run_id = ?", (time.time(), run_id))
+            db.execute("UPDATE runs SET finished = ? WHERE run_id = ?", (finished, run.run_id))
+        return replace(run, finished=finished)
 
     def runs(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY run_id", self._db)

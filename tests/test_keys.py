@@ -227,7 +227,7 @@ def test_report_gate_and_exports_show_the_latest_invocation_and_say_which(tmp_pa
     assert main(["run", "--suite", str(suite), "--models", "b=puppet", "--seed", "2", "--limit", "2", "--metrics",
                  "reference-length-test", "--out", str(out), "--no-progress"]) == 0
     exported = json.loads((out / "exports" / "results.json").read_text())
-    assert exported["run"]["run_id"] == 3 and exported["run"]["seed"] == 2
+    assert exported["run"]["run_id"] == 3 and exported["run"]["seed"] == 2 and exported["run"]["finished"]
     assert {row["model"] for row in exported["clips"]} == {"b"} and len(exported["clips"]) == 2
 
 
