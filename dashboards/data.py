@@ -349,5 +349,6 @@ def compare_runs(base: RunView, new: RunView, tolerance: Tolerance) -> tuple[pd.
                 "change": delta.value if delta else math.nan,
                 "ci_low": delta.low if delta else math.nan, "ci_high": delta.high if delta else math.nan,
                 "prompts": delta.n if delta else 0, "tolerance": row.threshold, "result": row.verdict,
+                "notes": new_scores.notes.get((row.model, row.language), ""),
             })
     return pd.DataFrame(rows), refused

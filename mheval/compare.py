@@ -25,7 +25,7 @@ import pandas as pd
 from mheval.files import write_json_atomic
 from mheval.metrics import metric_class
 from mheval.registry import config_hash
-from mheval.results import MetricKey, clip_table
+from mheval.results import MetricKey, clip_table, summary
 from mheval.stats import DEFAULT_RESAMPLES, MIN_PROMPTS, Estimate, bootstrap, paired_bootstrap
 from mheval.store import RunStore
 
@@ -92,6 +92,7 @@ class MetricScores:
     source: dict[str, Any] = field(default_factory=dict)   # run directory, suite sha256, seed, git, dates
     unusable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNUSABLE_COLUMNS))  # clips without
     #                                                        a usable score: failed clip, metric failed or n/a, stale
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)  # (model, language) → the run summary's notes
 
     @property
     def lower_is_better(self) -> bool:
@@ -126,6 +127,7 @@ def metric_scores(run_dir: Path | str, metric: str = "wer") -> MetricScores:
         unusable=pd.DataFrame([(row["model"], row["language"], row["item_id"], row["item_hash"],
                                 _unusable_reason(row, metric)) for row in table.drop(usable.index).to_dict("records")],
                               columns=UNUSABLE_COLUMNS),
+        notes={(row.model, row.language): row.notes for row in summary(table, [metric]).itertuples() if row.notes},
     )
 
 

@@ -39,6 +39,7 @@ class GateOutcome:
     warnings: list[str] = field(default_factory=list)
     refusal: str | None = None
     source: str | None = None         # which clips were gated: the run's latest invocation (run id, suite hash, seed)
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)  # (model, language) → notes, e.g. yue→zh ASR
     min_prompts: int = MIN_PROMPTS
 
     @property
@@ -91,6 +92,7 @@ def gate(run_dir: Path | str, baseline_path: Path | str, metric: str = "wer", to
         baseline = read_baseline(baseline_path)
         run = metric_scores(run_dir, metric)
         outcome.source = f"{run_dir}: {run.source['description']}"
+        outcome.notes = run.notes
         outcome.warnings += check_comparable(baseline, run)
     except (CannotCompare, FileNotFoundError, OldStoreError) as err:
         outcome.refusal = str(err)
@@ -123,7 +125,8 @@ def _delta_text(row: RowComparison) -> str:
 def table_rows(outcome: GateOutcome) -> list[list[str]]:
     """Cells shared by the terminal and Markdown tables."""
     return [[row.model, row.language, str(row.delta.n if row.delta else "–"), _number(row.baseline),
-             _number(row.current), _delta_text(row), _number(row.threshold), row.verdict] for row in outcome.rows]
+             _number(row.current), _delta_text(row), _number(row.threshold), row.verdict,
+             outcome.notes.get((row.model, row.language), "")] for row in outcome.rows]
 
 
 def footnote(outcome: GateOutcome) -> str:
@@ -136,7 +139,7 @@ def footnote(outcome: GateOutcome) -> str:
     return text
 
 
-TABLE_HEADER = ["model", "language", "prompts", "baseline", "run", "Δ [95% CI]", "tolerance", "result"]
+TABLE_HEADER = ["model", "language", "prompts", "baseline", "run", "Δ [95% CI]", "tolerance", "result", "notes"]
 VERDICT_STYLE = {REGRESSION: "bold red", FAILED: "bold red", IMPROVED: "green", PASS: "", INSUFFICIENT: "yellow",
                  MISSING: "yellow", NEW: "yellow"}
 
@@ -151,7 +154,7 @@ def print_outcome(outcome: GateOutcome, console=None) -> None:
     if outcome.rows:
         table = Table(title=f"gate: {outcome.metric} vs baseline (tolerance {outcome.tolerance})")
         for name in TABLE_HEADER:
-            table.add_column(name, justify="left" if name in ("model", "language", "result") else "right")
+            table.add_column(name, justify="left" if name in ("model", "language", "result", "notes") else "right")
         for row, cells in zip(outcome.rows, table_rows(outcome)):
             table.add_row(*cells, style=VERDICT_STYLE[row.verdict])
         console.print(table)
@@ -170,7 +173,7 @@ def markdown(outcome: GateOutcome) -> str:
     if outcome.rows:
         lines += ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
         for cells in table_rows(outcome):
-            cells[-1] = f"**{cells[-1]}**" if cells[-1] in (REGRESSION, FAILED) else cells[-1]
+            cells[-2] = f"**{cells[-2]}**" if cells[-2] in (REGRESSION, FAILED) else cells[-2]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", footnote(outcome)]
     if outcome.warnings:
@@ -197,7 +200,7 @@ def junit(outcome: GateOutcome) -> str:
         elif row.verdict in (INSUFFICIENT, MISSING, NEW):
             ET.SubElement(case, "skipped", message=f"{row.verdict}: {'; '.join(row.notes)}")
         else:
-            ET.SubElement(case, "system-out").text = f"{row.verdict}: {summary}"
+            ET.SubElement(case, "system-out").text = f"{row.verdict}: {summary}" + (f" ({cells[-1]})" if cells[-1] else "")
     if outcome.warnings:
         ET.SubElement(suite, "system-err").text = "\n".join(outcome.warnings)
     cases = suite.findall("testcase")

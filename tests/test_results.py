@@ -70,3 +70,15 @@ def test_cantonese_decoded_as_mandarin_is_flagged_wherever_it_counts():
     view = data.RunView(data.Path("run"), table=clips, metrics=["wer"], summary=table)
     assert list(data.leaderboard(view, "yue").notes) == ["yue→zh ASR"]
     assert list(data.by_language(view, "wer").notes) == ["", "yue→zh ASR"]
+
+
+def test_the_gate_table_carries_the_run_notes():
+    """Item 13: the gate's table flags a Cantonese row decoded by Mandarin Whisper, like every other table."""
+    from mheval.compare import Tolerance, compare_prompts
+    from mheval.gate import GateOutcome, markdown
+
+    prompts = pd.DataFrame({"model": "m", "language": "yue", "item_id": [f"yue-{i}" for i in range(5)],
+                            "item_sha256": "h", "value": 0.5, "weight": 10.0})
+    outcome = GateOutcome("wer", Tolerance(), compare_prompts(prompts, prompts, True, Tolerance()),
+                          notes={("m", "yue"): "yue→zh ASR"})
+    assert "| pass | yue→zh ASR |" in markdown(outcome)
