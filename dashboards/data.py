@@ -17,7 +17,7 @@ import pandas as pd
 
 from mheval.compare import CannotCompare, Tolerance, check_comparable, compare_prompts, metric_scores
 from mheval.metrics import metric_class, metric_names
-from mheval.results import ALL, clip_table, summary
+from mheval.results import ALL, clip_table, distinct_notes, summary
 from mheval.store import OldStoreError, RunRecord, RunStore
 
 # The paper's leaderboard columns, in its order, and the mheval metrics that measure each.
@@ -175,14 +175,8 @@ def leaderboard(view: RunView, language: str = ALL) -> pd.DataFrame:
     clips = view.table if language == ALL else view.table[view.table.language == language]
     board["prompts"] = [clips[clips.model == m].item_id.nunique() for m in models]
     board["failed clips"] = [int((clips[clips.model == m].clip_status != "ok").sum()) for m in models]
-    board["notes"] = [row_notes(rows[rows.model == m]) if not rows.empty else "" for m in models]
+    board["notes"] = ["; ".join(distinct_notes(rows[rows.model == m])) if not rows.empty else "" for m in models]
     return board
-
-
-def row_notes(rows: pd.DataFrame) -> str:
-    """The distinct notes (n<5, yue→zh ASR, …) of one model's summary rows."""
-    notes = dict.fromkeys(note for text in rows.notes for note in str(text).split("; ") if note)
-    return "; ".join(notes)
 
 
 def leaderboard_text(board: pd.DataFrame) -> pd.DataFrame:

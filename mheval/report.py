@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mheval.metrics.speed import speed_table
-from mheval.results import ALL
+from mheval.results import ALL, distinct_notes
 
 PERCENT_METRICS = {"wer"}
 WEIGHTED_METRICS = {"wer"}  # summarised corpus-level; the per-utterance mean is shown beside it
@@ -83,17 +83,11 @@ def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavail
                 *("unavailable" if name in unavailable else _cell(cells.get(name), per_clip)
                   for name, per_clip in columns),
                 str(rows.failed.max()),
-                *([row_notes(rows)] if with_notes else []),
+                *(["\n".join(distinct_notes(rows))] if with_notes else []),
                 end_section=language == ALL,
                 style="bold" if language == ALL else None,
             )
     return table
-
-
-def row_notes(rows: pd.DataFrame) -> str:
-    """The distinct notes of one model × language row's metrics (n<5, yue→zh ASR, ...)."""
-    notes = dict.fromkeys(note for text in rows.notes for note in text.split("; ") if note)
-    return "\n".join(notes)
 
 
 def speed_view(speed: pd.DataFrame) -> Table:

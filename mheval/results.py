@@ -146,6 +146,11 @@ def _summary_row(model: str, language: str, clips: pd.DataFrame, scored: pd.Data
     }
 
 
+def distinct_notes(rows: pd.DataFrame) -> list[str]:
+    """The distinct notes of summary rows (e.g. one model × language row's metrics), in order of appearance."""
+    return list(dict.fromkeys(note for text in rows.get("notes", []) for note in str(text).split("; ") if note))
+
+
 def _decoder_notes(clips: pd.DataFrame, name: str) -> list[str]:
     """`yue→zh ASR` where a score records that its speech was decoded as another language than the item's."""
     if f"{name}.detail" not in clips:
