@@ -1,6 +1,6 @@
 """What the dashboard shows, as plain tables: no Streamlit here, so every number can be tested without a browser.
 
-Everything is read through `mheval.results` and `mheval.gate`, the same code the terminal report and the CI gate
+Everything is read through `mheval.results` and `mheval.compare`, the same code the terminal report and the CI gate
 use, so the dashboard can never disagree with them.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ import jiwer
 import numpy as np
 import pandas as pd
 
-from mheval.gate import CannotCompare, Tolerance, check_comparable, compare_prompts, metric_scores
+from mheval.compare import CannotCompare, Tolerance, check_comparable, compare_prompts, metric_scores
 from mheval.metrics import metric_class, metric_names
-from mheval.results import ALL, clip_table, latest_metric_keys, summary
-from mheval.store import RunStore
+from mheval.results import ALL, clip_table, distinct_notes, summary
+from mheval.store import OldStoreError, RunRecord, RunStore
 
 # The paper's leaderboard columns, in its order, and the mheval metrics that measure each.
 PAPER_COLUMNS = (
@@ -37,6 +37,7 @@ class RunView:
 
     directory: Path
     manifest: dict[str, Any] = field(default_factory=dict)
+    record: RunRecord | None = None                                # the invocation shown (the latest)
     table: pd.DataFrame = field(default_factory=pd.DataFrame)      # mheval.results.clip_table
     metrics: list[str] = field(default_factory=list)               # scored and registered, paper order
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)    # mheval.results.summary
@@ -52,7 +53,7 @@ class RunView:
 
     @property
     def suite(self) -> str | None:
-        return self.manifest.get("suite", {}).get("name")
+        return self.record.suite if self.record else None
 
     @property
     def state(self) -> str:
@@ -114,21 +115,25 @@ def load_run(directory: Path | str) -> RunView:
     if not (directory / "run.sqlite").exists():
         reason = "does not exist" if not directory.exists() else "is not a run directory (no run.sqlite)"
         return RunView(directory, problem=reason)
-    store = RunStore.open_existing(directory)
     try:
-        manifest = store.manifest()
+        store = RunStore.open_existing(directory)
+    except OldStoreError as err:
+        return RunView(directory, problem=str(err))
+    try:
+        record = store.latest_run()
         known = set(metric_names())
-        keys = latest_metric_keys(store)
+        keys = record.metric_keys if record else []
         scored = [key for key in keys if key.name in known]
-        suite = manifest.get("suite", {}).get("name")
-        table = clip_table(store, suite, list(manifest.get("models", {})) or None, scored, manifest.get("seed"))
-        runs, errors = store.runs(), store.errors()
+        table = clip_table(store, record, scored)
+        errors = store.errors()
     finally:
         store.close()
     metrics = ordered_metrics([key.name for key in scored])
+    manifest = record.manifest if record else {}
     return RunView(
         directory=directory,
         manifest=manifest,
+        record=record,
         table=table,
         metrics=metrics,
         summary=summary(table, metrics) if not table.empty else pd.DataFrame(),
@@ -136,7 +141,7 @@ def load_run(directory: Path | str) -> RunView:
         unavailable={name: spec["unavailable"] for name, spec in manifest.get("metrics", {}).items()
                      if spec.get("unavailable")},
         unregistered=sorted(key.name for key in keys if key.name not in known),
-        finished=runs.empty or not pd.isna(runs.finished.iloc[-1]),
+        finished=record is None or record.finished is not None,
     )
 
 
@@ -170,6 +175,7 @@ def leaderboard(view: RunView, language: str = ALL) -> pd.DataFrame:
     clips = view.table if language == ALL else view.table[view.table.language == language]
     board["prompts"] = [clips[clips.model == m].item_id.nunique() for m in models]
     board["failed clips"] = [int((clips[clips.model == m].clip_status != "ok").sum()) for m in models]
+    board["notes"] = ["; ".join(distinct_notes(rows[rows.model == m])) if not rows.empty else "" for m in models]
     return board
 
 
@@ -199,7 +205,7 @@ def absent_paper_columns(view: RunView) -> list[str]:
 def by_language(view: RunView, metric: str) -> pd.DataFrame:
     """model × language rows of one metric (without the `all` row), ready for a chart."""
     rows = view.summary[(view.summary.metric == metric) & (view.summary.language != ALL)]
-    return rows[["model", "language", "value", "ci_low", "ci_high", "n", "ok", "not_applicable", "failed"]]
+    return rows[["model", "language", "value", "ci_low", "ci_high", "n", "ok", "not_applicable", "failed", "notes"]]
 
 
 def speed(view: RunView) -> pd.DataFrame:
@@ -328,7 +334,8 @@ def compare_runs(base: RunView, new: RunView, tolerance: Tolerance) -> tuple[pd.
         except CannotCompare as err:
             refused[metric] = str(err)
             continue
-        for row in compare_prompts(old_scores.prompts, new_scores.prompts, old_scores.lower_is_better, tolerance):
+        for row in compare_prompts(old_scores.prompts, new_scores.prompts, old_scores.lower_is_better, tolerance,
+                                   unusable=new_scores.unusable):
             delta = row.delta
             rows.append({
                 "metric": column_label(metric), "model": row.model, "language": row.language,
@@ -336,5 +343,6 @@ def compare_runs(base: RunView, new: RunView, tolerance: Tolerance) -> tuple[pd.
                 "change": delta.value if delta else math.nan,
                 "ci_low": delta.low if delta else math.nan, "ci_high": delta.high if delta else math.nan,
                 "prompts": delta.n if delta else 0, "tolerance": row.threshold, "result": row.verdict,
+                "notes": new_scores.notes.get((row.model, row.language), ""),
             })
     return pd.DataFrame(rows), refused

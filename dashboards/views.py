@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboards import data, review
 from dashboards.data import RunView
-from mheval.gate import IMPROVED, PASS, REGRESSION, Tolerance
+from mheval.compare import FAILED, IMPROVED, INSUFFICIENT, MIN_PROMPTS, PASS, REGRESSION, Tolerance
 from mheval.languages import LANGUAGES
 from mheval.metrics import NotApplicable, metric_class
 from mheval.results import ALL
@@ -42,8 +42,8 @@ def header(view: RunView) -> bool:
     manifest = view.manifest
     if manifest:
         git = manifest.get("git") or {}
-        st.caption(f"suite **{view.suite}** · models {', '.join(manifest.get('models', {}))} · seed "
-                   f"{manifest.get('seed')} · created {manifest.get('created')} · commit "
+        st.caption(f"{view.record.describe()} · models {', '.join(view.record.models)} · created "
+                   f"{manifest.get('created')} · commit "
                    f"{(git.get('commit') or '?')[:10]}{' (dirty)' if git.get('dirty') else ''} · {view.directory}")
     state, message = view.state, view.message
     {"unreadable": st.error, "failed": st.error, "empty": st.info, "partial": st.warning}.get(
@@ -72,7 +72,7 @@ def leaderboard_page(view: RunView, runs: list[Path]) -> None:
     st.header("Leaderboard")
     language = st.selectbox("language", [ALL, *languages_of(view)], key="leaderboard_language")
     board = data.leaderboard(view, language)
-    values = [column for column in board.columns[1:] if not column.endswith("95% CI")]
+    values = [column for column in board.columns[1:] if not column.endswith("95% CI") and column != "notes"]
     left, right = st.columns([3, 1])
     primary = data.column_label("wer") if "wer" in view.metrics else values[0]
     sort_by = left.selectbox("sort by", values, key="leaderboard_sort", index=values.index(primary))
@@ -84,7 +84,9 @@ def leaderboard_page(view: RunView, runs: list[Path]) -> None:
                  column_config={"model": st.column_config.TextColumn(pinned=True)})
     st.caption("Each metric's headline value [95% bootstrap interval over prompts] (↓ lower is better, ↑ higher is "
                "better); sort with “sort by”. WER is corpus-level (edits over reference words). "
-               f"{CHARACTER_LANGUAGES_NOTE}")
+               f"{CHARACTER_LANGUAGES_NOTE} Language “all” is the mean over languages (each counts once), on the "
+               "prompts every model has. Notes: n<5 = fewer than 5 prompts, so the interval is little more than the "
+               "range of the values; yue→zh ASR = Cantonese transcribed by a decoder without Cantonese (Mandarin).")
     for label in data.absent_paper_columns(view):
         st.caption(f"{label}: no metric for it in this run.")
     for name, reason in view.unavailable.items():
@@ -284,7 +286,7 @@ def compare_page(view: RunView, runs: list[Path]) -> None:
     if table.empty:
         st.info("No metric was scored comparably in both runs.")
         return
-    regressions = table[table.result == REGRESSION]
+    regressions = table[table.result.isin([REGRESSION, FAILED])]
     if len(regressions):
         st.error(f"{len(regressions)} regression(s): " + ", ".join(
             f"{r.metric} {r.model}/{r.language}" for r in regressions.itertuples()))
@@ -298,13 +300,14 @@ def compare_page(view: RunView, runs: list[Path]) -> None:
     shown = table.drop(columns=["ci_low", "ci_high"])
     shown.insert(shown.columns.get_loc("change") + 1, "95% CI",
                  [data.interval_text(low, high) for low, high in zip(table.ci_low, table.ci_high)])
-    styled = shown.style.apply(lambda row: ["background-color:#fecaca" if row.result == REGRESSION else
+    styled = shown.style.apply(lambda row: ["background-color:#fecaca" if row.result in (REGRESSION, FAILED) else
                                             "background-color:#dcfce7" if row.result == IMPROVED else ""] * len(row),
                                axis=1).format(precision=3, na_rep="–")
     st.dataframe(styled, hide_index=True, width="stretch")
     st.caption("change = B − A on the prompts both runs share, paired bootstrap over prompts (95%); a regression is "
-               "a change for the worse whose whole interval lies beyond max(absolute, relative × A) — the rule of "
-               "`mheval gate`. A single shared prompt has no interval: its point difference decides.")
+               "a change for the worse beyond max(absolute, relative × A) whose interval excludes 0; a row of B "
+               "whose clips have no usable score for A's prompts is failed; rows with fewer than "
+               f"{MIN_PROMPTS} shared prompts are insufficient, not decided — the rules of `mheval gate`.")
 
 
 def change_chart(rows: pd.DataFrame) -> alt.LayerChart:
@@ -312,8 +315,8 @@ def change_chart(rows: pd.DataFrame) -> alt.LayerChart:
     frame = rows.assign(row=rows.model + " · " + rows.language)
     base = alt.Chart(frame).encode(
         y=alt.Y("row:N", title=None),
-        color=alt.Color("result:N", scale=alt.Scale(domain=[PASS, REGRESSION, IMPROVED],
-                                                    range=["#6b7280", "#dc2626", "#16a34a"])))
+        color=alt.Color("result:N", scale=alt.Scale(domain=[PASS, REGRESSION, FAILED, IMPROVED, INSUFFICIENT],
+                                                    range=["#6b7280", "#dc2626", "#dc2626", "#16a34a", "#d97706"])))
     points = base.mark_point(filled=True, size=70).encode(
         x=alt.X("change:Q", title="change B − A"),
         tooltip=["model", "language", alt.Tooltip("change:Q", format="+.3f"), "result"])

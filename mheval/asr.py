@@ -24,7 +24,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -38,6 +37,7 @@ from whisper.decoding import DecodingTask, PyTorchInference
 from whisper.model import ModelDimensions, Whisper
 from whisper.tokenizer import get_tokenizer
 
+from mheval.files import sha256_file, sha256_file_cached, write_atomically
 from mheval.languages import language as language_info
 
 SAMPLE_RATE = whisper.audio.SAMPLE_RATE  # 16 kHz
@@ -237,14 +237,6 @@ def whisper_checkpoint(variables: dict[str, np.ndarray], alignment_heads: list[l
 # Offline base: verified sources → cached converted checkpoint
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def source_bytes(package: str, relative: str) -> bytes:
     try:
         data = (importlib.resources.files(package) / relative).read_bytes()
@@ -267,18 +259,6 @@ def convert_base() -> dict:
 def cache_dir() -> Path:
     root = os.environ.get("MHEVAL_CACHE") or Path.home() / ".cache" / "mheval"
     return Path(root) / "whisper"
-
-
-def write_atomically(path: Path, write) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as tmp:
-        try:
-            write(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
 
 
 def base_checkpoint_path() -> Path:
@@ -325,7 +305,7 @@ def weights_identity(name: str) -> dict:
         return {"name": f"whisper-{name}", "path": url, "sha256": url.split("/")[-2]}
     path = Path(name)
     if path.is_file():
-        return {"name": path.stem, "path": str(path.resolve()), "sha256": sha256_file(path)}
+        return {"name": path.stem, "path": str(path.resolve()), "sha256": sha256_file_cached(path)}
     raise ValueError(f"unknown ASR model {name!r}: use 'base' (offline), one of {whisper.available_models()}, "
                      "or the path of a .pt checkpoint")
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dashboards.command import add_dashboard_parser
+from mheval.dashboard_command import add_dashboard_parser
 from mheval.gate import add_baseline_parser, add_gate_parser
 from mheval.review.command import add_review_parser
 from mheval.validate import add_validate_parser
@@ -131,7 +131,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _report_outcome(outcome) -> int:
     from mheval.report import make_console, print_report
-    from mheval.results import MetricKey, clip_table, export, summary
+    from mheval.results import clip_table, export, summary
 
     console = make_console()
     for label, coverage in outcome.coverage.items():
@@ -142,17 +142,17 @@ def _report_outcome(outcome) -> int:
             console.print(f"[yellow]{label}: {len(coverage.extra)} file(s) match no item: "
                           f"{', '.join(coverage.extra[:10])}{' …' if len(coverage.extra) > 10 else ''}[/yellow]")
     metrics = [m for m in outcome.metrics if m.name not in outcome.unavailable]
-    table = clip_table(outcome.store, outcome.suite.name, list(outcome.models),
-                       [MetricKey.of(m) for m in metrics])
-    table = table[table.item_id.isin({item.id for item in outcome.items})]
+    table = clip_table(outcome.store, outcome.record)
     summary_table = summary(table, [m.name for m in outcome.metrics])
     notices = {label: adapter.notice for label, adapter in outcome.models.items()}
+    console.print(outcome.record.describe(), highlight=False)
     print_report(summary_table, notices, outcome.unavailable, clips=table, console=console)
     errors = outcome.store.errors(outcome.run_id)
     for row in errors.itertuples():
         console.print(f"[red]failed[/red] {row.model} / {row.item_id} ({row.stage}): {row.message.splitlines()[0]}")
-    exports = export(outcome.store, table, summary_table, {"unavailable": outcome.unavailable,
-                                                           "manifest": outcome.store.manifest()})
+    exports = export(outcome.store, table, summary_table, {"run": outcome.record.as_dict(),
+                                                           "unavailable": outcome.unavailable,
+                                                           "manifest": outcome.record.manifest})
     console.print(f"run directory: {outcome.store.directory}  (exports: {exports})  "
                   f"generated {outcome.generated}, scored {outcome.scored} new")
     failed = (table.clip_status != "ok").any() or any(
@@ -168,18 +168,23 @@ def add_report_parser(sub) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mheval.report import print_report
-    from mheval.results import clip_table, latest_metric_keys, summary
+    from mheval.report import make_console, print_report
+    from mheval.results import clip_table, summary
     from mheval.store import RunStore
 
     store = RunStore.open_existing(args.run_dir)
-    keys = latest_metric_keys(store)
-    table = clip_table(store, keys=keys)
-    manifest = store.manifest()
+    record = store.latest_run()
+    if record is None:
+        raise ValueError(f"{args.run_dir}: no run recorded yet; make one with `mheval run --out {args.run_dir}`")
+    table = clip_table(store, record)
+    manifest = record.manifest
     notices = {label: spec.get("notice") for label, spec in manifest.get("models", {}).items()}
     unavailable = {name: m["unavailable"] for name, m in manifest.get("metrics", {}).items() if m.get("unavailable")}
-    print_report(summary(table, [key.name for key in keys] + sorted(set(unavailable) - {k.name for k in keys})),
-                 notices, unavailable, clips=table)
+    scored = [key.name for key in record.metric_keys]
+    console = make_console()
+    console.print(record.describe(), highlight=False)
+    print_report(summary(table, scored + sorted(set(unavailable) - set(scored))), notices, unavailable, clips=table,
+                 console=console)
     return EXIT_OK
 
 

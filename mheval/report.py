@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mheval.metrics.speed import speed_table
-from mheval.results import ALL
+from mheval.results import ALL, distinct_notes
 
 PERCENT_METRICS = {"wer"}
 WEIGHTED_METRICS = {"wer"}  # summarised corpus-level; the per-utterance mean is shown beside it
@@ -55,7 +55,8 @@ def _header(summary: pd.DataFrame, metric: str) -> str:
 def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
                   primary: str = "wer") -> Table:
     metrics = sorted(set(summary.metric), key=lambda name: (name in unavailable, name != primary, name))
-    table = Table(title="results by model and language — value [95% CI over prompts]", show_lines=False)
+    table = Table(title="results by model and language — value [95% CI over prompts]; all: mean over languages "
+                        "on the prompts every model has", show_lines=False)
     table.add_column("model", style="bold")
     table.add_column("lang")
     table.add_column("prompts", justify="right")
@@ -67,6 +68,9 @@ def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavail
             columns.append((name, True))
             table.add_column(f"{name} % ↓\nutterance mean", justify="right")
     table.add_column("failed", justify="right")
+    with_notes = "notes" in summary and summary.notes.astype(bool).any()
+    if with_notes:
+        table.add_column("notes")
     for model, by_model in summary.groupby("model", sort=True):
         languages = [lang for lang in dict.fromkeys(by_model.language) if lang != ALL] + [ALL]
         for index, language in enumerate(languages):
@@ -79,6 +83,7 @@ def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavail
                 *("unavailable" if name in unavailable else _cell(cells.get(name), per_clip)
                   for name, per_clip in columns),
                 str(rows.failed.max()),
+                *(["\n".join(distinct_notes(rows))] if with_notes else []),
                 end_section=language == ALL,
                 style="bold" if language == ALL else None,
             )

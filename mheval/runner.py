@@ -1,8 +1,9 @@
 """A run follows the data: suite → adapters → clips → metrics → store.
 
 Generation and scoring are separate passes over the store, so an interrupted run picks up exactly where it stopped:
-clips whose generation key is already stored are not regenerated, scores whose key is stored are not recomputed,
-and failures are recorded per clip without stopping the run.
+clips whose generation key is already stored are not regenerated, scores whose score key is stored are not
+recomputed, and failures are recorded per clip without stopping the run. The keys are content hashes of everything
+a clip or a score depends on (`generation_key`, `mheval.store.MetricKey.score_key`).
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from tqdm import tqdm
 from mheval.adapters import Adapter, Coverage, ModelSpec, create_adapter, parse_model_spec
 from mheval.manifest import build_manifest
 from mheval.media import ClipMedia, MediaError, probe
-from mheval.metrics import ClipContext, Metric, NotApplicable, create_metric, metric_names, sha256_file
-from mheval.store import ClipRecord, RunStore
+from mheval.files import sha256_file
+from mheval.metrics import ClipContext, Metric, NotApplicable, create_metric, metric_names
+from mheval.store import ClipRecord, MetricKey, RunRecord, RunStore
 from mheval.suites import Suite, SuiteItem, load_suite
 
 DEFAULT_SEED = 42
@@ -52,6 +54,7 @@ class RunOutcome:
     metrics: list[Metric]
     unavailable: dict[str, str]
     coverage: dict[str, Coverage]
+    record: RunRecord
     generated: int = 0
     scored: int = 0
     failures: int = 0
@@ -93,7 +96,10 @@ def build_metrics(names: list[str] | None, options: dict[str, dict[str, str]]) -
 
 
 def generation_key(adapter: Adapter, item: SuiteItem, seed: int) -> str:
-    return hashlib.sha256(f"{adapter.config_hash()}|{item.content_hash()}|{seed}".encode()).hexdigest()[:24]
+    """adapter config × item content × seed × what else the adapter says the clip depends on (`source_key`)."""
+    parts = [adapter.config_hash(), item.content_hash(), str(seed)]
+    source = adapter.source_key(item)
+    return hashlib.sha256("|".join(parts + ([source] if source is not None else [])).encode()).hexdigest()[:24]
 
 
 def run(request: RunRequest) -> RunOutcome:
@@ -106,13 +112,18 @@ def run(request: RunRequest) -> RunOutcome:
     unavailable = {metric.name: reason for metric in metrics if (reason := metric.unavailable())}
     store = RunStore(request.out or default_out_dir(request.suite))
     manifest = build_manifest(suite, adapters, metrics, unavailable, request.seed)
-    run_id = store.begin_run(suite.name, suite.content_hash(), list(adapters), request.argv, manifest)
+    planned = {label: {item.id: generation_key(adapter, item, request.seed) for item in items}
+               for label, adapter in adapters.items()}
+    scoring = [metric for metric in metrics if metric.name not in unavailable]
+    record = store.begin_run(suite.name, suite.content_hash(), request.seed, planned,
+                             [MetricKey.of(metric) for metric in scoring], request.argv, manifest)
     store.put_items(suite.name, items)
-    outcome = RunOutcome(store, run_id, suite, items, adapters, metrics, unavailable,
-                         coverage={label: adapter.coverage(items) for label, adapter in adapters.items()})
+    outcome = RunOutcome(store, record.run_id, suite, items, adapters, metrics, unavailable,
+                         coverage={label: adapter.coverage(items) for label, adapter in adapters.items()},
+                         record=record)
     _generate_all(outcome, request)
-    _score_all(outcome, request, [metric for metric in metrics if metric.name not in unavailable])
-    store.finish_run(run_id)
+    _score_all(outcome, request, scoring)
+    outcome.record = store.finish_run(record)
     return outcome
 
 
@@ -120,7 +131,7 @@ def _generate_all(outcome: RunOutcome, request: RunRequest) -> None:
     work = [(label, adapter, item) for label, adapter in outcome.models.items() for item in outcome.items]
     for label, adapter, item in tqdm(work, desc="generate", unit="clip", disable=not request.progress,
                                      file=sys.stderr):
-        key = generation_key(adapter, item, request.seed)
+        key = outcome.record.clips[label][item.id]
         if _is_current(outcome.store, label, outcome.suite.name, item.id, request.seed, key):
             continue
         record = _generate_one(outcome.store, label, adapter, outcome.suite.name, item, request.seed, key)
@@ -144,6 +155,7 @@ def _generate_one(store: RunStore, label: str, adapter: Adapter, suite: str, ite
     partial = final.with_name(f".{final.stem}.partial.mp4")
     started = time.perf_counter()
     meta: dict[str, Any] = {}
+    item_hash = item.content_hash()
     try:
         meta = adapter.generate(item, partial, seed) or {}
         meta["wall_seconds"] = time.perf_counter() - started
@@ -153,9 +165,9 @@ def _generate_one(store: RunStore, label: str, adapter: Adapter, suite: str, ite
     except Exception as err:  # any adapter failure belongs to this clip only
         partial.unlink(missing_ok=True)
         message = f"{type(err).__name__}: {err}"
-        return ClipRecord(label, suite, item.id, seed, key, "failed", None, None, meta, message)
+        return ClipRecord(label, suite, item.id, seed, key, item_hash, "failed", None, None, meta, message)
     relative = str(final.relative_to(store.directory))
-    return ClipRecord(label, suite, item.id, seed, key, "ok", relative, digest, meta, None)
+    return ClipRecord(label, suite, item.id, seed, key, item_hash, "ok", relative, digest, meta, None)
 
 
 def _check_clip(path: Path, shown: Path) -> dict[str, Any]:
@@ -171,21 +183,22 @@ def _check_clip(path: Path, shown: Path) -> dict[str, Any]:
 
 def _score_all(outcome: RunOutcome, request: RunRequest, metrics: list[Metric]) -> None:
     store = outcome.store
-    clips = store.clips(outcome.suite.name, list(outcome.models))
-    wanted = {item.id for item in outcome.items}
-    clips = clips[(clips.status == "ok") & clips.item_id.isin(wanted) & (clips.seed == request.seed)]
+    keys = {key.name: key for key in outcome.record.metric_keys}
+    clips = store.run_clips(outcome.record)
+    clips = clips[(clips.status == "ok") & ~clips.stale]
     for row in tqdm(list(clips.itertuples()), desc="score", unit="clip", disable=not request.progress,
                     file=sys.stderr):
-        missing = [m for m in metrics if not store.has_score(row.sha256, m.name, m.version, m.config_hash())]
+        missing = [m for m in metrics if not store.has_score(keys[m.name].score_key(row.sha256, row.item_hash))]
         if not missing:
             continue
         context = ClipContext(ClipMedia(store.directory / row.path), outcome.suite.item(row.item_id), row.model,
                               json.loads(row.meta))
         for metric in missing:
-            _score_one(outcome, metric, context, row.sha256)
+            _score_one(outcome, metric, keys[metric.name], context, row.sha256, row.item_hash)
 
 
-def _score_one(outcome: RunOutcome, metric: Metric, context: ClipContext, clip_sha256: str) -> None:
+def _score_one(outcome: RunOutcome, metric: Metric, key: MetricKey, context: ClipContext, clip_sha256: str,
+               item_hash: str) -> None:
     try:
         fields = metric.score(context)
         status, detail = "ok", fields.pop("detail", None)
@@ -197,5 +210,5 @@ def _score_one(outcome: RunOutcome, metric: Metric, context: ClipContext, clip_s
         outcome.store.log_error(outcome.run_id, f"metric:{metric.name}", detail, context.model, context.item.id)
         if not isinstance(err, MediaError):
             traceback.print_exc(file=sys.stderr)
-    outcome.store.put_score(clip_sha256, metric.name, metric.version, metric.config_hash(), status, fields, detail)
+    outcome.store.put_score(key, clip_sha256, item_hash, status, fields, detail)
     outcome.scored += 1

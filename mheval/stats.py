@@ -2,7 +2,12 @@
 
 Every summary in mheval is a ratio of sums over prompts, sum(value·weight) / sum(weight): weight 1 gives the mean
 of per-clip values, weight = reference words gives corpus-level WER. Resampling whole prompts (all clips of an
-item together) keeps seeds of one prompt from counting as independent evidence.
+item together) keeps seeds of one prompt from counting as independent evidence. Given strata (each prompt's
+language), the summary is the unweighted mean of the strata's ratios (a macro-average: each language counts once,
+whatever its unit or number of prompts), and prompts are resampled within their stratum.
+
+Written by hand (numpy) rather than with scipy.stats.bootstrap, which resamples observations, not ratio-of-sums
+clusters with weights, strata and the pairing `paired_bootstrap` needs.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import numpy as np
 
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
+MIN_PROMPTS = 5  # below this many prompts a bootstrap interval is little more than the min–max range: flagged
 
 
 @dataclass(frozen=True)
@@ -42,34 +48,45 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _clean(groups, values, weights):
+def _clean(groups, values, weights, strata=None):
     values = np.asarray(values, dtype=float)
     weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=float)
     groups = np.asarray(groups)
+    strata = np.zeros(len(values), dtype=int) if strata is None else np.asarray(strata)
     keep = np.isfinite(values) & np.isfinite(weights)
-    return groups[keep], values[keep], weights[keep]
+    return groups[keep], values[keep], weights[keep], strata[keep]
 
 
-def bootstrap(groups, values, weights=None, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Estimate:
-    """Ratio-of-sums estimate with a percentile bootstrap interval over prompts (`groups`)."""
-    groups, values, weights = _clean(groups, values, weights)
+def bootstrap(groups, values, weights=None, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+              strata=None) -> Estimate:
+    """Ratio-of-sums estimate with a percentile bootstrap interval over prompts (`groups`). With `strata` (one label
+    per value, the same for all values of a prompt): the mean over strata of each stratum's ratio of sums, with
+    prompts resampled within their stratum."""
+    groups, values, weights, strata = _clean(groups, values, weights, strata)
     if len(values) == 0 or weights.sum() == 0:
         return Estimate(float("nan"), float("nan"), float("nan"), 0)
-    numerators, denominators = _per_prompt_sums(groups, values, weights)
-    value = numerators.sum() / denominators.sum()
-    if len(numerators) < 2:
-        return Estimate(float(value), float("nan"), float("nan"), len(numerators))
-    index = _resample_indices(len(numerators), resamples, seed)
+    labels, index = np.unique(strata, return_inverse=True)
+    sums = [_per_prompt_sums(groups[index == s], values[index == s], weights[index == s])
+            for s in range(len(labels))]
+    sums = [(num, den) for num, den in sums if den.sum() > 0]
+    value = np.mean([num.sum() / den.sum() for num, den in sums])
+    prompts = sum(len(num) for num, _ in sums)
+    if prompts < 2:
+        return Estimate(float(value), float("nan"), float("nan"), prompts)
+    rng = np.random.default_rng(seed)
     with np.errstate(invalid="ignore", divide="ignore"):
-        samples = numerators[index].sum(axis=1) / denominators[index].sum(axis=1)
-    return Estimate(float(value), *_interval(samples), len(numerators))
+        per_stratum = []
+        for num, den in sums:
+            drawn = rng.integers(0, len(num), size=(resamples, len(num)))
+            per_stratum.append(num[drawn].sum(axis=1) / den[drawn].sum(axis=1))
+    return Estimate(float(value), *_interval(np.mean(per_stratum, axis=0)), prompts)
 
 
 def paired_bootstrap(groups_a, values_a, weights_a, groups_b, values_b, weights_b,
                      resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Estimate:
     """Difference B − A of ratio-of-sums estimates, resampling the prompts both runs share, together."""
-    ga, va, wa = _clean(groups_a, values_a, weights_a)
-    gb, vb, wb = _clean(groups_b, values_b, weights_b)
+    ga, va, wa, _ = _clean(groups_a, values_a, weights_a)
+    gb, vb, wb, _ = _clean(groups_b, values_b, weights_b)
     shared = np.intersect1d(ga, gb)
     if len(shared) == 0:
         return Estimate(float("nan"), float("nan"), float("nan"), 0)

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mheval.files import sha256_file_cached
 from mheval.languages import LANGUAGES
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
@@ -119,7 +120,7 @@ class SuiteItem:
         """sha256 of what a generator sees: prompt, language, duration, size and reference image bytes.
 
         The id is left out so that renaming an item keeps its cached clips."""
-        image = hashlib.sha256(self.reference_image.read_bytes()).hexdigest() if self.reference_image else None
+        image = sha256_file_cached(self.reference_image) if self.reference_image else None
         fields = {"language": self.language, "prompt": self.prompt, "seconds": self.seconds,
                   "width": self.width, "height": self.height, "reference_image_sha256": image}
         return _sha256_json(fields)
@@ -151,13 +152,38 @@ def load_suite(name_or_path: str | Path) -> Suite:
     """Load `prompts/<name>.toml` for a bare suite name, or the given file for anything that looks like a path."""
     path = _resolve(name_or_path)
     shown = _display_path(path)
+    raw = path.read_bytes()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise SuiteError([f"{shown}: TOML syntax error: {error}"]) from None
     except UnicodeDecodeError as error:
-        raise SuiteError([f"{shown}: not UTF-8 text: {error}"]) from None
+        raise SuiteError([_not_utf8(shown, raw, error)]) from None
     return _SuiteParser(path, shown).parse(data)
+
+
+_ITEM_HEADER = re.compile(rb"^\s*\[\[\s*item\s*\]\]")
+_KEY_LINE = re.compile(rb"^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=")
+_ID_LINE = re.compile(rb'^\s*id\s*=\s*["\'](.*?)["\']')
+
+
+def _not_utf8(shown: str, raw: bytes, error: UnicodeDecodeError) -> str:
+    """Where an undecodable byte is, in the terms a person edits the file in: line, item (position and id), field."""
+    lines = raw[:error.start].split(b"\n")
+    line_number = len(lines)
+    headers = [number for number, line in enumerate(lines) if _ITEM_HEADER.match(line)]
+    where = f"line {line_number}"
+    if headers:
+        block = raw.split(b"\n")[headers[-1]:]
+        item_id = next((match[1].decode("utf-8", "replace") for line in block if (match := _ID_LINE.match(line))),
+                       None)
+        where += f', item {len(headers)}' + (f' ("{item_id}")' if item_id else "")
+        field = next((match[1].decode() for line in reversed(lines[headers[-1]:]) if (match := _KEY_LINE.match(line))),
+                     None)
+        where += f': field "{field}"' if field else ""
+    bad = raw[error.start:error.end].hex(" ")
+    return (f"{shown}: {where}: not UTF-8 text (byte {bad} cannot be decoded: the file was probably saved as "
+            "Latin-1 or Windows-1252); save it as UTF-8")
 
 
 def split_prompt(prompt: str) -> tuple[str, str | None, str | None]:

@@ -17,6 +17,14 @@ def puppet_smoke_run(base: Path) -> Path:
     return directory
 
 
+def puppet_ci_run(base: Path) -> Path:
+    """What `.ci/run` gates: `mheval run --suite ci --models puppet --metrics wer`, in `base/puppet-ci` (made once)."""
+    directory = base / "puppet-ci"
+    if not (directory / "manifest.json").exists():
+        run(RunRequest(suite="ci", models=["puppet"], metrics=["wer"], out=directory, progress=False))
+    return directory
+
+
 def export_clips(run_dir: Path, target: Path, degrade_language: str | None = None, snr_db: float = -6.0) -> Path:
     """The clips of a run as `<item id>.mp4` files for the `clips` adapter, one language's audio drowned in noise."""
     store = RunStore.open_existing(run_dir)
@@ -33,11 +41,10 @@ def export_clips(run_dir: Path, target: Path, degrade_language: str | None = Non
 
 
 def degraded_german_run(base: Path) -> Path:
-    """The puppet smoke clips through the `clips` adapter with the German clip's audio drowned in noise (SNR −6 dB),
+    """The puppet `ci` clips through the `clips` adapter with the German clips' audio drowned in noise (SNR −6 dB),
     scored with WER, labelled `puppet` like the original (made once, in `base/degraded-de`)."""
     directory = base / "degraded-de"
     if not (directory / "manifest.json").exists():
-        clips = export_clips(puppet_smoke_run(base), base / "degraded-de-clips", degrade_language="de", snr_db=-6.0)
-        run(RunRequest(suite="smoke", models=[f"puppet=clips:{clips}"], out=directory, metrics=["wer", "technical"],
-                       progress=False))
+        clips = export_clips(puppet_ci_run(base), base / "degraded-de-clips", degrade_language="de", snr_db=-6.0)
+        run(RunRequest(suite="ci", models=[f"puppet=clips:{clips}"], out=directory, metrics=["wer"], progress=False))
     return directory

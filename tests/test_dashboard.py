@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from dashboards import data
 from mheval.runner import RunRequest, run
 from mheval.store import RunStore
-from smoke_runs import degraded_german_run, export_clips, puppet_smoke_run
+from smoke_runs import degraded_german_run, export_clips, puppet_ci_run, puppet_smoke_run
 
 APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
 PAGES = ("leaderboard", "languages", "drilldown", "compare", "speed", "review")
@@ -21,7 +21,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """Every kind of run the dashboard must survive, made once for the module."""
     base = tmp_path_factory.getbasetemp()
     smoke = puppet_smoke_run(base)
-    made = {"smoke": smoke, "degraded": degraded_german_run(base)}
+    made = {"smoke": smoke, "ci": puppet_ci_run(base), "degraded": degraded_german_run(base)}
     made["two_models"] = base / "two-models"
     run(RunRequest(suite="smoke", models=["puppet", "late=puppet"], model_options={"late": {"shift_ms": "200"}},
                    languages=["en", "de"], metrics=["sync"], out=made["two_models"], progress=False))
@@ -67,6 +67,7 @@ def test_leaderboard_has_one_row_per_model_with_intervals_and_the_manifest(runs,
         assert board[column].iloc[0].count("[") == 1
     assert board["prompts"].iloc[0] == 4 and board["failed clips"].iloc[0] == 0
     assert any("manifest.json" in expander.label for expander in test.expander)
+    assert f"{view.record.describe()} · models puppet" in texts(test, "caption")  # which clips (issue 12 item 12)
     assert "physical consistency: no metric for it in this run." in texts(test, "caption")
     assert "clip_score: unavailable" in texts(test, "caption")
     test.selectbox(key="leaderboard_language").set_value("de").run()
@@ -108,12 +109,11 @@ def test_drilldown_shows_clip_transcript_differences_and_sync(runs, monkeypatch)
 
 @pytest.mark.slow
 def test_compare_highlights_the_degraded_language(runs, monkeypatch):
-    test = app(monkeypatch, runs["smoke"], runs["degraded"], page="compare")
+    test = app(monkeypatch, runs["ci"], runs["degraded"], page="compare")
     assert "1 regression(s): WER: wer ↓ puppet/de" in texts(test, "error")
     table = test.dataframe[0].value
-    regressions = table[table.result == "regression"]
-    assert list(zip(regressions.metric, regressions.language)) == [("WER: wer ↓", "de")]
-    assert set(table.metric) == {"WER: wer ↓", "visual quality: technical.sharpness ↑"}
+    assert dict(zip(table.language, table.result)) == {"de": "regression", "en": "pass"}
+    assert set(table.metric) == {"WER: wer ↓"} and set(table.prompts) == {5}
 
 
 @pytest.mark.slow

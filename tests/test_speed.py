@@ -68,11 +68,11 @@ def test_speed_table_puts_paper_stages_first_and_takes_medians():
 def test_speed_table_from_a_puppet_run(tmp_path):
     outcome = run(RunRequest(suite="smoke", models=["puppet"], out=tmp_path / "run", metrics=["speed"],
                              limit=1, languages=["en", "de"], progress=False))
-    table = speed_table(clip_table(outcome.store, "smoke", ["puppet"]))
+    table = speed_table(clip_table(outcome.store))
     assert table.clips.tolist() == [2]
     assert {"speech", "render", "encode", "total"} <= set(table.columns)
     assert (table[["speech", "render", "encode"]].sum(axis=1) <= table.total + 1e-9).all()
-    scores = clip_table(outcome.store, "smoke", ["puppet"])
+    scores = clip_table(outcome.store)
     assert (scores["speed.status"] == "ok").all() and (scores["speed.seconds_per_5s"] > 0).all()
     console = Console(file=io.StringIO(), width=120)
     console.print(speed_view(table))

@@ -50,3 +50,16 @@ def test_paired_difference_uses_shared_prompts_and_detects_a_shift():
     assert worse.n == 40
     assert worse.value == pytest.approx(0.1)  # only the 40 shared prompts are compared
     assert worse.low > 0.05
+
+
+def test_strata_give_the_mean_over_strata_and_resample_within_each():
+    """Issue 12 item 8: the "all" row averages languages (each counts once) and keeps each language's prompt count
+    in every resample, so constant per-language values give a zero-width interval."""
+    groups = [f"en-{i}" for i in range(20)] + [f"ja-{i}" for i in range(5)]
+    languages = ["en"] * 20 + ["ja"] * 5
+    values, weights = [0.1] * 20 + [0.5] * 5, [10.0] * 20 + [25.0] * 5
+    macro = bootstrap(groups, values, weights, strata=languages)
+    assert (macro.value, macro.low, macro.high, macro.n) == (pytest.approx(0.3), pytest.approx(0.3),
+                                                            pytest.approx(0.3), 25)
+    pooled = bootstrap(groups, values, weights)  # Japanese's 125 characters outweigh English's 200 words
+    assert pooled.value == pytest.approx((20 + 62.5) / 325) and pooled.high - pooled.low > 0.05

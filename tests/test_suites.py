@@ -297,3 +297,28 @@ def test_suite_item_lookup():
     assert suite.item("de-platform-01").language == "de"
     with pytest.raises(KeyError):
         suite.item("missing")
+
+
+def test_invalid_utf8_names_the_line_item_and_field_not_a_byte_offset(tmp_path):
+    """Issue 12 item 15: a suite saved as Latin-1 is reported where a person would look for the problem."""
+    text = HEADER + item_toml(id="en-01") + item_toml(id="de-02", prompt=GOOD_PROMPT.replace("calm", "ruhig, schön"))
+    path = tmp_path / "broken.toml"
+    path.write_bytes(text.encode("latin-1"))
+    line = text[:text.index("schön")].count("\n") + 1
+    with pytest.raises(SuiteError) as error:
+        load_suite(path)
+    [problem] = error.value.problems
+    assert problem.startswith(f'{path}: line {line}, item 2 ("de-02"): field "prompt": not UTF-8 text (byte f6 ')
+    assert "position" not in problem and "save it as UTF-8" in problem
+
+
+def test_readme_names_the_registered_metrics_and_only_those():
+    """Issue 12 item 15: the README listed metrics `visual` and `clip`, which `--metrics` refuses."""
+    from mheval.metrics import metric_names
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    bullet = readme[readme.index("- **Metrics**"):]
+    bullet = bullet[:bullet.index("\n- **")]
+    assert set(re.findall(r"`([a-z_]+)` \(", bullet)) == set(metric_names())
+    for name in re.findall(r"--metric-option ([a-z_]+)\.", readme):
+        assert name in metric_names(), name

@@ -19,7 +19,7 @@ BOUNDS = {"en": 0.2, "de": 0.6}
 def test_whisper_wer_on_puppet_clips_in_english_and_german(tmp_path):
     outcome = run(RunRequest(suite="multilingual", models=["puppet"], out=tmp_path / "run", metrics=["wer"],
                              languages=list(BOUNDS), limit=3, progress=False))
-    table = clip_table(outcome.store, "multilingual", ["puppet"])
+    table = clip_table(outcome.store)
     assert (table["wer.status"] == "ok").all() and len(table) == 3 * len(BOUNDS)
     for language, bound in BOUNDS.items():
         rows = table[table.language == language]

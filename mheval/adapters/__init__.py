@@ -52,6 +52,11 @@ class Adapter:
     def config_hash(self) -> str:
         return config_hash(self.config())
 
+    def source_key(self, item: SuiteItem) -> str | None:
+        """What else `item`'s clip depends on, beyond config(), the item's content and the seed (e.g. the sha256 of
+        the file a `clips:` adapter copies); part of the generation key. None: nothing else."""
+        return None
+
     def weights(self) -> list[WeightFile]:
         return []
 

@@ -1,7 +1,8 @@
 """`clips`: evaluate a directory of pre-generated clips, one file per item named `<item id>.<ext>`.
 
 This is how most users bring in clips made elsewhere. Items without a file, and files that match no item, are
-reported; neither stops the run.
+reported; neither stops the run. Each file's sha256 is part of its clip's generation key, so a clip re-rendered under
+the same name is copied and scored again (the hash is cached by size and times: unchanged files are not re-read).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mheval.adapters import Adapter, Coverage, GenerationError, register
-from mheval.metrics import sha256_file
+from mheval.files import sha256_file_cached
 from mheval.suites import SuiteItem
 
 CLIP_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
@@ -47,9 +48,13 @@ class ClipsAdapter(Adapter):
             extra=tuple(sorted(files.keys() - ids)),
         )
 
+    def source_key(self, item: SuiteItem) -> str | None:
+        source = self._files().get(item.id)
+        return f"sha256:{sha256_file_cached(source)}" if source else "no file"
+
     def generate(self, item: SuiteItem, output: Path, seed: int) -> dict[str, Any]:
         source = self._files().get(item.id)
         if source is None:
             raise GenerationError(f"no clip for item {item.id!r} in {self.directory}")
         shutil.copyfile(source, output)
-        return {"source": str(source), "source_sha256": sha256_file(source)}
+        return {"source": str(source), "source_sha256": sha256_file_cached(source)}

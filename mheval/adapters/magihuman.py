@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mheval.adapters import Adapter, register
-from mheval.metrics import WeightFile, sha256_file
+from mheval.metrics import WeightFile
 from mheval.suites import SuiteItem
 
 RANDOM_NOTICE = "tiny random weights"
@@ -81,7 +81,7 @@ class MagiHumanAdapter(Adapter):
         from model.pipeline import CheckpointPaths
 
         files = CheckpointPaths.find(self.checkpoints, self.preset).weight_files()
-        return [WeightFile(str(path), sha256_file(path)) for path in files]
+        return [WeightFile.of(path) for path in files]
 
     def weights(self) -> list[WeightFile]:
         return self._weights

@@ -15,11 +15,11 @@ and listing the module in `METRIC_MODULES`. The runner asks every metric for:
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mheval.files import sha256_file_cached
 from mheval.media import ClipMedia
 from mheval.registry import Registry, config_hash
 from mheval.suites import SuiteItem
@@ -36,6 +36,11 @@ class NotApplicable(Exception):
 class WeightFile:
     path: str
     sha256: str
+
+    @classmethod
+    def of(cls, path: str | Path) -> "WeightFile":
+        """A local weight file with its sha256 (hashed once per change of the file, see `mheval.files`)."""
+        return cls(str(path), sha256_file_cached(path))
 
 
 @dataclass
@@ -85,11 +90,3 @@ metric_class = _METRICS.get
 
 def create_metric(name: str, **options: Any) -> Metric:
     return metric_class(name)(**options)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mheval.metrics import ClipContext, Metric, WeightFile, register, sha256_file
+from mheval.metrics import ClipContext, Metric, WeightFile, register
 from mheval.metrics.options import parse_options
 from mheval.metrics.visual import sample_indices
 
@@ -189,7 +189,7 @@ class ClipMetric(Metric):
     def weights(self) -> list[WeightFile]:
         if self._weights is None:
             checkpoint = self.checkpoint()
-            self._weights = [WeightFile(str(checkpoint), sha256_file(checkpoint))] if checkpoint else []
+            self._weights = [WeightFile.of(checkpoint)] if checkpoint else []
         return self._weights
 
     @property

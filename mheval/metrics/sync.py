@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from mheval.media import ASR_SAMPLE_RATE
-from mheval.metrics import ClipContext, Metric, NotApplicable, WeightFile, register, sha256_file
+from mheval.metrics import ClipContext, Metric, NotApplicable, WeightFile, register
 from mheval.metrics.options import parse_options
 
 CASCADE_NAME = "haarcascade_frontalface_default.xml"
@@ -89,7 +89,7 @@ class AudioVideoSync(Metric):
 
     def weights(self) -> list[WeightFile]:
         cascade = find_cascade()
-        return [WeightFile(str(cascade), sha256_file(cascade))] if cascade else []
+        return [WeightFile.of(cascade)] if cascade else []
 
     def unavailable(self) -> str | None:
         if find_cascade() is None:

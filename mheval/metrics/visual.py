@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mheval.metrics import ClipContext, Metric, WeightFile, register, sha256_file
+from mheval.metrics import ClipContext, Metric, WeightFile, register
 from mheval.metrics.options import parse_options
 
 BRISQUE_FILES = ("brisque_model_live.yml", "brisque_range_live.yml")
@@ -72,7 +72,7 @@ class Brisque(Metric):
         return [directory / name for name in BRISQUE_FILES] if directory else []
 
     def weights(self) -> list[WeightFile]:
-        return [WeightFile(str(path), sha256_file(path)) for path in self._files()]
+        return [WeightFile.of(path) for path in self._files()]
 
     def unavailable(self) -> str | None:
         if not hasattr(cv2, "quality"):

@@ -1,4 +1,8 @@
-"""`mheval dashboard [RUN_DIR...]`: serve the Streamlit dashboard on a port, headless."""
+"""`mheval dashboard [RUN_DIR...]`: serve the Streamlit dashboard on a port, headless.
+
+The command line lives here and launches the app by path, so that nothing in `mheval` imports `dashboards` (the
+layers above it read mheval, never the other way round). `dashboards/` is installed next to `mheval/`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-APP = Path(__file__).resolve().parent / "app.py"
+APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
 
 
 def streamlit_command(run_dirs: list[str], port: int, address: str) -> list[str]:
@@ -31,6 +35,8 @@ def add_dashboard_parser(sub) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> NoReturn:
+    if not APP.is_file():
+        raise FileNotFoundError(f"{APP}: the dashboard app is not installed next to the mheval package")
     print(f"mheval dashboard: http://{args.address}:{args.port}  (Ctrl-C to stop)", flush=True)
     command = streamlit_command(args.run_dirs, args.port, args.address)
     # become the server rather than wrap it, so stopping this process (Ctrl-C, a CI timeout) stops the server too
