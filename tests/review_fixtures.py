@@ -16,8 +16,8 @@ import pandas as pd
 
 from mheval.media import write_mp4
 from mheval.review.study import next_trial
-from mheval.metrics import sha256_file
-from mheval.store import ClipRecord, RunStore
+from mheval.files import sha256_file
+from mheval.store import ClipRecord, MetricKey, RunStore
 from mheval.suites import load_suite
 
 MODELS = ("zqmodelalpha", "zqmodelbeta", "zqmodelgamma")
@@ -39,11 +39,15 @@ def tiny_run(base: Path, models: tuple[str, ...] = MODELS, languages: tuple[str,
     store = RunStore(directory)
     manifest = {"suite": {"name": suite.name, "hash": suite.content_hash()}, "seed": SEED,
                 "models": {model: {"adapter": ADAPTER_SPEC} for model in models}}
-    run_id = store.begin_run(suite.name, suite.content_hash(), list(models), ["test"], manifest)
+    pairs = list(itertools.product(models, items))
+    keys = [MetricKey("brisque", "test", "cfg", "weights"), MetricKey("sync", "test", "cfg", "weights")]
+    clips = {model: {item.id: f"key-{index}" for index, (owner, item) in enumerate(pairs) if owner == model}
+             for model in models}
+    run = store.begin_run(suite.name, suite.content_hash(), SEED, clips, keys, ["test"], manifest)
     store.put_items(suite.name, items)
     rng = np.random.default_rng(0)
     frames_count = int(seconds * FPS)
-    for index, (model, item) in enumerate(itertools.product(models, items)):
+    for index, (model, item) in enumerate(pairs):
         path = store.clip_path(model, item.id, SEED)
         level = 40 + 60 * index % 200
         frames = np.full((frames_count, HEIGHT, WIDTH, 3), level, np.uint8)
@@ -51,12 +55,13 @@ def tiny_run(base: Path, models: tuple[str, ...] = MODELS, languages: tuple[str,
         tone = 0.2 * np.sin(2 * np.pi * (220 + 40 * index) * np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE)
         write_mp4(path, frames, FPS, tone.astype(np.float32), SAMPLE_RATE)
         sha = sha256_file(path)
-        store.put_clip(ClipRecord(model, suite.name, item.id, SEED, f"key-{index}", "ok",
+        item_hash = item.content_hash()
+        store.put_clip(ClipRecord(model, suite.name, item.id, SEED, f"key-{index}", item_hash, "ok",
                                   str(path.relative_to(directory)), sha, {}, None))
-        store.put_score(sha, "brisque", "test", "cfg", "ok", {"brisque": float(rng.uniform(10, 60))})
-        store.put_score(sha, "sync", "test", "cfg", "ok", {"abs_offset_ms": float(rng.uniform(0, 200)),
-                                                            "offset_ms": 0.0})
-    store.finish_run(run_id)
+        store.put_score(keys[0], sha, item_hash, "ok", {"brisque": float(rng.uniform(10, 60))})
+        store.put_score(keys[1], sha, item_hash, "ok", {"abs_offset_ms": float(rng.uniform(0, 200)),
+                                                          "offset_ms": 0.0})
+    store.finish_run(run)
     store.close()
     return directory
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mheval.media import read_audio, read_video
-from mheval.metrics import sha256_file
+from mheval.files import sha256_file
 from mheval.review.storage import StudyError
 from mheval.review.study import StudyConfig, create_study, next_trial
 from review_fixtures import ADAPTER_SPEC, MODELS, RUN_NAME, tiny_run

@@ -171,7 +171,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from mheval.review.report import build_report, print_report, to_json, to_markdown
-    from mheval.store import write_bytes_atomic, write_json_atomic
+    from mheval.files import write_bytes_atomic, write_json_atomic
 
     store = _open(args.study)
     report = build_report(store, exclude_failing_raters=args.exclude_failing_raters, margin=args.margin,
@@ -187,7 +187,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from mheval.review.report import votes_table
-    from mheval.store import write_bytes_atomic
+    from mheval.files import write_bytes_atomic
 
     suffix = args.out.suffix.lower()
     if suffix not in (".csv", ".parquet"):

@@ -62,13 +62,14 @@ def run_metric_values(run_dir: Path) -> pd.DataFrame:
     """Headline value of every registered automatic metric per clip of the run (sha256, metric, value,
     lower_is_better)."""
     from mheval.metrics import metric_class, metric_names
-    from mheval.results import clip_table, latest_metric_keys
+    from mheval.results import clip_table
     from mheval.store import RunStore
 
     store = RunStore.open_existing(run_dir)
     try:
-        keys = [key for key in latest_metric_keys(store) if key.name in set(metric_names())]
-        table = clip_table(store, keys=keys)
+        run = store.latest_run()
+        keys = [key for key in (run.metric_keys if run else []) if key.name in set(metric_names())]
+        table = clip_table(store, run, keys)
     finally:
         store.close()
     frames = []

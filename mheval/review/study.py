@@ -125,18 +125,20 @@ def run_clips(run_dir: Path, models: tuple[str, ...]) -> tuple[pd.DataFrame, pd.
     run's manifest."""
     run = RunStore.open_existing(run_dir)
     try:
+        latest = run.latest_run()
+        if latest is None:
+            raise ValueError(f"{run_dir}: the run directory holds no finished invocation of mheval run")
         manifest = run.manifest()
-        suite = manifest.get("suite", {}).get("name")
-        clips = run.clips(suite)
-        items = run.items(suite)
+        clips = run.run_clips(latest)   # the latest invocation's clips only, as the report and the gate read them
+        clips = clips[~clips.stale].drop(columns="stale")
+        items = run.items(latest.suite)
     finally:
         run.close()
     known = sorted(set(clips.model))
     unknown = [model for model in models if model not in known]
     if unknown:
         raise ValueError(f"{run_dir}: no clips from model {', '.join(unknown)}; the run has {', '.join(known)}")
-    seed = manifest.get("seed", clips.seed.min())
-    clips = clips[clips.model.isin(models) & (clips.status == "ok") & (clips.seed == seed)]
+    clips = clips[clips.model.isin(models) & (clips.status == "ok")]
     clips = clips[[isinstance(path, str) and (run_dir / path).is_file() for path in clips.path]]
     shared = clips.groupby("item_id").model.nunique()
     clips = clips[clips.item_id.isin(shared[shared >= 2].index)].reset_index(drop=True)
