@@ -2,9 +2,8 @@
 
 Adapters and metrics declare it as a class attribute (`resources = Resources(gpus=1, memory_gb=40)`); the Ray
 executor reserves it for each worker that holds the model (`--ray-worker NAME.KEY=VALUE` overrides it per model
-label or metric). A worker's CPU count is also its number of math threads (Ray sets OMP_NUM_THREADS from it), so a
-CPU generator's clips are byte-identical to a local run's only when it declares the cores a local run would use.
-The local executor runs everything in one process and reserves nothing.
+label or metric); on a cluster of several machines a worker also computes with that many threads. The local
+executor runs everything in one process and reserves nothing.
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from mheval.resources import Resources
 EXECUTORS = ("local", "ray")
 DEFAULT_TASK_TIMEOUT = 3600.0
 DEFAULT_MAX_RETRIES = 2
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
 @dataclass
@@ -155,8 +156,9 @@ def create_executor(settings: ExecutorSettings) -> Executor:
         from mheval.executors.local import LocalExecutor
 
         return LocalExecutor()
-    if settings.address is None:
-        # Ray reads this when it is imported: a local instance then advertises and binds 127.0.0.1 only.
+    if settings.address is None or settings.address.split(":")[0] in LOOPBACK_HOSTS:
+        # Ray reads this when it is imported: this process then advertises and binds 127.0.0.1 only, as a local
+        # instance it starts does (its processes inherit the variable).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         from mheval.executors.ray_cluster import RayExecutor

@@ -9,10 +9,14 @@ per-task clock measures the task and not its wait in a queue.
   with no queued work are stopped to make room (a small cluster then works through its pools in turn instead of
   deadlocking; a big one never needs to).
 - Files: the driver writes a random token into the run directory. An actor that reads the same token at the same
-  path shares the run directory (same machine, or shared storage mounted at the same path): it writes clips and
-  reads them in place. Any other actor works in a temporary directory: the clip it makes comes back as bytes and is
+  path shares the run directory (same machine, or shared storage mounted at the same path): it makes each clip in
+  a scratch directory there and renames it into place, and reads clips in place. Any other actor works in a temporary directory: the clip it makes comes back as bytes and is
   written into the run directory by the driver, and a clip to score is sent to it as bytes. The runner checks every
   clip's sha256 on arrival and before scoring it.
+- Threads: CPU numerics (BLAS, torch) depend on the number of threads. When the whole cluster is this machine, the
+  workers compute with as many threads as a local run (this process's OMP_NUM_THREADS, else one per core), so their
+  clips and scores are byte-identical to the local executor's. On a cluster of several machines Ray's rule holds:
+  a worker computes with the CPUs it reserved.
 - Failures: a task that raises is returned as that task's error. A worker process that dies is restarted by Ray
   and its task retried, at most `max_retries` times (`max_restarts` / `max_task_retries`), then reported as failed.
   A task running longer than `task_timeout` is reported as timed out; its actor is killed and replaced.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -41,6 +46,7 @@ from mheval.resources import Resources
 from mheval.store import write_bytes_atomic
 
 TOKEN_FILE = ".mheval-executor-token"
+SCRATCH_DIR = ".mheval-scratch"     # in the run directory: where workers that share it make files
 POLL_SECONDS = 0.5
 PLACEMENT_GRACE_SECONDS = 3.0     # an actor not placed after this long may take the place of idle actors
 GIB = 1 << 30
@@ -54,22 +60,34 @@ class RunWorker:
         self.identity = identity(self.state)
         token_file = Path(run_dir) / TOKEN_FILE
         self.shared = token_file.is_file() and token_file.read_text() == token
+        self.scratch_root = Path(run_dir) / SCRATCH_DIR if self.shared else None
 
     def ready(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "shared": self.shared, "identity": self.identity}
 
     def run(self, function, args: tuple, file: str, writes: bool, payload: bytes | None):
-        """("ok", value, bytes of the written file when not shared) or ("raised", error text, None)."""
+        """("ok", value, bytes of the written file when not shared) or ("raised", error text, None).
+
+        A written file is made in a scratch directory of this attempt and only then moved to `file` (shared) or
+        read back (not shared): a process the unit started that outlives a killed worker can never write into the
+        file a retry produces."""
         try:
-            if self.shared:
-                Path(file).parent.mkdir(parents=True, exist_ok=True)
+            if self.shared and not writes:
                 return "ok", function(self.state, *args, file=Path(file)), None
-            with tempfile.TemporaryDirectory(prefix="mheval-") as scratch:
+            if self.scratch_root is not None:
+                self.scratch_root.mkdir(exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="mheval-", dir=self.scratch_root) as scratch:
                 path = Path(scratch) / Path(file).name
                 if not writes:
                     path.write_bytes(payload)
                 value = function(self.state, *args, file=path)
-                return "ok", value, path.read_bytes() if writes and path.exists() else None
+                if not writes or not path.exists():
+                    return "ok", value, None
+                if self.shared:
+                    Path(file).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, file)
+                    return "ok", value, None
+                return "ok", value, path.read_bytes()
         except Exception as err:  # the unit's own error, returned so the driver records it against the unit
             return "raised", error_text(err), None
 
@@ -114,6 +132,7 @@ class RayExecutor:
         for pool in pools:
             self._check_fits(pool)
             self.groups[pool.name] = _Group(pool)
+        self.worker_threads = _local_run_threads() if _cluster_is_this_machine() else None
         self.identities = {pool.name: pool.identity(pool.state) for pool in pools}
 
     def _connect(self) -> None:
@@ -151,6 +170,7 @@ class RayExecutor:
                         "memory_gb": round(total.get("memory", 0) / GIB, 1)},
             "pools": {name: {"resources": group.pool.resources.__dict__, "replicas": group.pool.replicas}
                       for name, group in self.groups.items()},
+            "worker_threads": self.worker_threads or "reserved CPUs",
             "task_timeout": self.settings.task_timeout,
             "max_retries": self.settings.max_retries,
         }
@@ -162,6 +182,7 @@ class RayExecutor:
             group.actors.clear()
         if self.run_dir is not None:
             (self.run_dir / TOKEN_FILE).unlink(missing_ok=True)
+            shutil.rmtree(self.run_dir / SCRATCH_DIR, ignore_errors=True)  # what killed workers left behind
         if self.owns_instance:
             ray.shutdown()
             self.owns_instance = False
@@ -219,6 +240,8 @@ class RayExecutor:
                    "max_restarts": self.settings.max_retries, "max_task_retries": self.settings.max_retries}
         if "memory" in request:
             options["memory"] = request["memory"]
+        if self.worker_threads:
+            options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": self.worker_threads}}
         handle = self.worker_class.options(**options).remote(pool.build, pool.identity, str(self.run_dir), self.token)
         return _Actor(handle, created=now, ready_ref=handle.ready.remote())
 
@@ -296,6 +319,15 @@ def _ray_request(resources: Resources) -> dict[str, float]:
     if resources.memory_gb:
         request["memory"] = resources.memory_gb * GIB
     return request
+
+
+def _cluster_is_this_machine() -> bool:
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    return len(nodes) == 1 and nodes[0]["NodeManagerAddress"] in ("127.0.0.1", ray.util.get_node_ip_address())
+
+
+def _local_run_threads() -> str:
+    return os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
 
 
 def _fits(request: dict[str, float], resources: dict[str, float]) -> bool:
