@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from mheval.dashboard_command import add_dashboard_parser
+from mheval.executors import add_executor_arguments, executor_settings
 from mheval.gate import add_baseline_parser, add_gate_parser
 from mheval.review.command import add_review_parser
 from mheval.validate import add_validate_parser
@@ -78,6 +79,10 @@ def add_run_parser(sub) -> None:
     parser.add_argument("--seed", type=int, default=42, help="generation seed (default 42)")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/<suite>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="when stderr is not a terminal (CI logs), one progress line per bar at most this often "
+                             "(default 10)")
+    add_executor_arguments(parser)
     parser.set_defaults(handler=cmd_run)
 
 
@@ -108,6 +113,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         metric_options=_key_values(args.metric_option, "--metric-option"),
         argv=sys.argv,
         progress=not args.no_progress,
+        progress_interval=args.progress_interval,
+        executor=executor_settings(args, _key_values(args.ray_worker, "--ray-worker")),
     )
     outcome = run(request)
     return _report_outcome(outcome)

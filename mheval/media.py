@@ -131,7 +131,8 @@ def write_mp4(
     with av.open(str(partial), mode="w") as container:
         video = container.add_stream("libx264", rate=Fraction(fps))
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"preset": "veryfast", "crf": "18"} if video_bitrate is None else {"preset": "veryfast"}
+        # one encoder thread: x264 with several threads made different bytes for the same frames from run to run
+        video.options = {"preset": "veryfast", "threads": "1", **({"crf": "18"} if video_bitrate is None else {})}
         if video_bitrate is not None:
             video.bit_rate = video_bitrate
         audio_stream = _add_audio_stream(container, audio, sample_rate)

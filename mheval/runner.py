@@ -1,9 +1,13 @@
 """A run follows the data: suite → adapters → clips → metrics → store.
 
-Generation and scoring are separate passes over the store, so an interrupted run picks up exactly where it stopped:
-clips whose generation key is already stored are not regenerated, scores whose score key is stored are not
-recomputed, and failures are recorded per clip without stopping the run. The keys are content hashes of everything
-a clip or a score depends on (`generation_key`, `mheval.store.MetricKey.score_key`).
+The driver decides from the store what is missing, so an interrupted run picks up exactly where it stopped: clips
+whose generation key is already stored are not regenerated, scores whose score key is stored are not recomputed,
+and failures are recorded per clip without stopping the run. The keys are content hashes of everything a clip or a
+score depends on (`generation_key`, `mheval.store.MetricKey.score_key`). The units of work — one item × model → a clip
+(`generate_clip`), one clip × metric group → scores (`score_clip`) — run on an executor (mheval.executors: in this
+process, or on Ray); their results come back here, and this module alone writes the store. A clip's scoring is
+submitted as soon as the clip is stored, so an executor that runs tasks side by side scores one model's clips while
+another model still generates.
 """
 from __future__ import annotations
 
@@ -13,16 +17,17 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from mheval.adapters import Adapter, Coverage, ModelSpec, create_adapter, parse_model_spec
+from mheval.executors import Done, Executor, ExecutorSettings, Pool, Task, create_executor
 from mheval.manifest import build_manifest
 from mheval.media import ClipMedia, MediaError, probe
 from mheval.files import sha256_file
 from mheval.metrics import ClipContext, Metric, NotApplicable, create_metric, metric_names
+from mheval.progress import DEFAULT_INTERVAL, progress_bar
 from mheval.store import ClipRecord, MetricKey, RunRecord, RunStore
 from mheval.suites import Suite, SuiteItem, load_suite
 
@@ -42,6 +47,8 @@ class RunRequest:
     metric_options: dict[str, dict[str, str]] = field(default_factory=dict)  # metric -> options
     argv: list[str] = field(default_factory=list)
     progress: bool = True
+    progress_interval: float = DEFAULT_INTERVAL  # seconds between progress lines when stderr is not a terminal
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
 
 @dataclass
@@ -110,64 +117,187 @@ def run(request: RunRequest) -> RunOutcome:
     adapters = build_adapters(request.models, request.model_options)
     metrics = build_metrics(request.metrics, request.metric_options)
     unavailable = {metric.name: reason for metric in metrics if (reason := metric.unavailable())}
-    store = RunStore(request.out or default_out_dir(request.suite))
-    manifest = build_manifest(suite, adapters, metrics, unavailable, request.seed)
-    planned = {label: {item.id: generation_key(adapter, item, request.seed) for item in items}
-               for label, adapter in adapters.items()}
     scoring = [metric for metric in metrics if metric.name not in unavailable]
-    record = store.begin_run(suite.name, suite.content_hash(), request.seed, planned,
-                             [MetricKey.of(metric) for metric in scoring], request.argv, manifest)
-    store.put_items(suite.name, items)
-    outcome = RunOutcome(store, record.run_id, suite, items, adapters, metrics, unavailable,
-                         coverage={label: adapter.coverage(items) for label, adapter in adapters.items()},
-                         record=record)
-    _generate_all(outcome, request)
-    _score_all(outcome, request, scoring)
-    outcome.record = store.finish_run(record)
+    pools, metric_pools = build_pools(request, adapters, scoring)
+    store = RunStore(request.out or default_out_dir(request.suite))
+    executor = create_executor(request.executor)
+    try:
+        executor.start(pools, store.directory)
+        manifest = build_manifest(suite, adapters, metrics, unavailable, request.seed)
+        manifest["executor"] = executor.describe()
+        planned = {label: {item.id: generation_key(adapter, item, request.seed) for item in items}
+                   for label, adapter in adapters.items()}
+        record = store.begin_run(suite.name, suite.content_hash(), request.seed, planned,
+                                 [MetricKey.of(metric) for metric in scoring], request.argv, manifest)
+        store.put_items(suite.name, items)
+        outcome = RunOutcome(store, record.run_id, suite, items, adapters, metrics, unavailable,
+                             coverage={label: adapter.coverage(items) for label, adapter in adapters.items()},
+                             record=record)
+        _run_units(outcome, request, executor, {metric.name: metric for metric in scoring}, metric_pools)
+        outcome.record = store.finish_run(record)
+    finally:
+        executor.close()
     return outcome
 
 
-def _generate_all(outcome: RunOutcome, request: RunRequest) -> None:
+def build_pools(request: RunRequest, adapters: dict[str, Adapter],
+                metrics: list[Metric]) -> tuple[list[Pool], dict[str, str]]:
+    """One pool per model label; one per metric group (same `worker_group` and resources). Also metric -> pool."""
+    settings = request.executor
+    settings.check_names(set(adapters) | {metric.name for metric in metrics})
+    specs = {spec.label: spec for spec in map(parse_model_spec, request.models)}
+    pools = []
+    for label, adapter in adapters.items():
+        resources, replicas = settings.worker(label, adapter.resources)
+        build = partial(create_adapter, specs[label], request.model_options.get(label))
+        pools.append(Pool(f"generate:{label}", build, adapter, adapter_identity, resources, replicas))
+    groups: dict[tuple, list[Metric]] = {}
+    for metric in metrics:
+        resources, replicas = settings.worker(metric.name, metric.resources)
+        groups.setdefault((metric.worker_group, resources, replicas), []).append(metric)
+    metric_pools = {}
+    for (_, resources, replicas), members in groups.items():
+        names = [metric.name for metric in members]
+        name = "score:" + "+".join(names)
+        build = partial(build_metrics, names, {n: request.metric_options[n] for n in names if n in request.metric_options})
+        pools.append(Pool(name, build, members, metrics_identity, resources, replicas))
+        metric_pools.update(dict.fromkeys(names, name))
+    return pools, metric_pools
+
+
+def adapter_identity(adapter: Adapter) -> str:
+    return adapter.config_hash()
+
+
+def metrics_identity(metrics: list[Metric]) -> str:
+    return json.dumps([list(MetricKey.of(metric).__dict__.values()) for metric in metrics])
+
+
+@dataclass(frozen=True)
+class GenerationUnit:
+    label: str
+    item: SuiteItem
+    key: str
+    final: Path
+
+
+@dataclass(frozen=True)
+class ScoringUnit:
+    label: str
+    item: SuiteItem
+    clip_sha256: str
+    item_hash: str
+    metrics: tuple[str, ...]
+
+
+def _run_units(outcome: RunOutcome, request: RunRequest, executor: Executor, metrics: dict[str, Metric],
+               metric_pools: dict[str, str]) -> None:
+    store, suite = outcome.store, outcome.suite.name
     work = [(label, adapter, item) for label, adapter in outcome.models.items() for item in outcome.items]
-    for label, adapter, item in tqdm(work, desc="generate", unit="clip", disable=not request.progress,
-                                     file=sys.stderr):
+    bars = dict(enabled=request.progress, interval=request.progress_interval)
+    generate_bar = progress_bar("generate", len(work), "clip", position=0, **bars)
+    score_bar = progress_bar("score", len(work), "clip", position=1, **bars)
+    unscored: dict[tuple[str, str], int] = {}  # (label, item id) -> scoring tasks still out
+    keys = {key.name: key for key in outcome.record.metric_keys}
+
+    def schedule_scoring(label: str, item: SuiteItem) -> None:
+        record = store.get_clip(label, suite, item.id, request.seed)
+        missing: dict[str, list[str]] = {}
+        for metric in metrics.values():
+            if not store.has_score(keys[metric.name].score_key(record.sha256, record.item_hash)):
+                missing.setdefault(metric_pools[metric.name], []).append(metric.name)
+        if not missing:
+            score_bar.update(1)
+            return
+        unscored[(label, item.id)] = len(missing)
+        for pool, names in missing.items():
+            unit = ScoringUnit(label, item, record.sha256, record.item_hash, tuple(names))
+            executor.submit(Task(pool, score_clip, (unit.metrics, item, label, record.meta, record.sha256), unit,
+                                 file=store.directory / record.path, priority=1))
+
+    for label, adapter, item in work:
         key = outcome.record.clips[label][item.id]
-        if _is_current(outcome.store, label, outcome.suite.name, item.id, request.seed, key):
+        if _is_current(store, label, suite, item.id, request.seed, key):
+            generate_bar.update(1)
+            schedule_scoring(label, item)
             continue
-        record = _generate_one(outcome.store, label, adapter, outcome.suite.name, item, request.seed, key)
-        outcome.store.put_clip(record)
-        outcome.generated += 1
-        if record.status != "ok":
-            outcome.failures += 1
-            outcome.store.log_error(outcome.run_id, "generate", record.error or "", label, item.id)
+        final = store.clip_path(label, item.id, request.seed)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial_clip = final.with_name(f".{final.stem}.partial.mp4")
+        executor.submit(Task(f"generate:{label}", generate_clip, (item, request.seed, final),
+                             GenerationUnit(label, item, key, final), file=partial_clip, writes=True))
+
+    for done in executor.completed():
+        unit = done.task.tag
+        if isinstance(unit, GenerationUnit):
+            record = _store_clip(outcome, request.seed, done)
+            generate_bar.update(1)
+            if record.status == "ok":
+                schedule_scoring(unit.label, unit.item)
+            else:
+                score_bar.total -= 1
+        else:
+            _store_scores(outcome, metrics, done)
+            unscored[(unit.label, unit.item.id)] -= 1
+            if not unscored[(unit.label, unit.item.id)]:
+                score_bar.update(1)
+    generate_bar.close()
+    score_bar.close()
+
+
+def _store_clip(outcome: RunOutcome, seed: int, done: Done) -> ClipRecord:
+    """Driver side of a generation unit: check the clip that arrived, move it into place, record it."""
+    unit, partial_clip = done.task.tag, done.task.file
+    result = done.value if done.error is None else GeneratedClip("failed", {}, None, done.error)
+    if result.status == "ok" and (not partial_clip.exists() or sha256_file(partial_clip) != result.sha256):
+        result = GeneratedClip("failed", result.meta, None, f"the clip reached the run directory damaged or not at all "
+                                                          f"({partial_clip}); the worker made sha256 {result.sha256}")
+    suite = outcome.suite.name
+    if result.status == "ok":
+        partial_clip.replace(unit.final)
+        relative = str(unit.final.relative_to(outcome.store.directory))
+        record = ClipRecord(unit.label, suite, unit.item.id, seed, unit.key, unit.item.content_hash(), "ok", relative,
+                            result.sha256, result.meta, None)
+    else:
+        partial_clip.unlink(missing_ok=True)
+        record = ClipRecord(unit.label, suite, unit.item.id, seed, unit.key, unit.item.content_hash(), "failed", None,
+                            None, result.meta, result.error)
+    outcome.store.put_clip(record)
+    outcome.generated += 1
+    if record.status != "ok":
+        outcome.failures += 1
+        outcome.store.log_error(outcome.run_id, "generate", record.error or "", unit.label, unit.item.id)
+    return record
+
+
+@dataclass
+class GeneratedClip:
+    status: str                      # "ok" | "failed"
+    meta: dict[str, Any]
+    sha256: str | None
+    error: str | None
+
+
+def generate_clip(adapter: Adapter, item: SuiteItem, seed: int, shown: Path, *, file: Path) -> GeneratedClip:
+    """Worker side of a generation unit: write the clip to `file`, check it decodes with audio, hash it. Errors
+    name `shown` (the clip's place in the run directory) or the adapter's source file, not the temporary file."""
+    started = time.perf_counter()
+    meta: dict[str, Any] = {}
+    try:
+        meta = adapter.generate(item, file, seed) or {}
+        meta["wall_seconds"] = time.perf_counter() - started
+        meta["media"] = _check_clip(file, shown=Path(meta.get("source", shown)))
+        digest = sha256_file(file)
+    except Exception as err:  # any adapter failure belongs to this clip only
+        file.unlink(missing_ok=True)
+        return GeneratedClip("failed", meta, None, f"{type(err).__name__}: {err}")
+    return GeneratedClip("ok", meta, digest, None)
 
 
 def _is_current(store: RunStore, model: str, suite: str, item_id: str, seed: int, key: str) -> bool:
     record = store.get_clip(model, suite, item_id, seed)
     return (record is not None and record.generation_key == key and record.status == "ok"
             and (store.directory / record.path).exists())
-
-
-def _generate_one(store: RunStore, label: str, adapter: Adapter, suite: str, item: SuiteItem, seed: int,
-                  key: str) -> ClipRecord:
-    final = store.clip_path(label, item.id, seed)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(f".{final.stem}.partial.mp4")
-    started = time.perf_counter()
-    meta: dict[str, Any] = {}
-    item_hash = item.content_hash()
-    try:
-        meta = adapter.generate(item, partial, seed) or {}
-        meta["wall_seconds"] = time.perf_counter() - started
-        meta["media"] = _check_clip(partial, shown=Path(meta.get("source", final)))
-        digest = sha256_file(partial)
-        partial.replace(final)
-    except Exception as err:  # any adapter failure belongs to this clip only
-        partial.unlink(missing_ok=True)
-        message = f"{type(err).__name__}: {err}"
-        return ClipRecord(label, suite, item.id, seed, key, item_hash, "failed", None, None, meta, message)
-    relative = str(final.relative_to(store.directory))
-    return ClipRecord(label, suite, item.id, seed, key, item_hash, "ok", relative, digest, meta, None)
 
 
 def _check_clip(path: Path, shown: Path) -> dict[str, Any]:
@@ -181,24 +311,24 @@ def _check_clip(path: Path, shown: Path) -> dict[str, Any]:
     return info.__dict__
 
 
-def _score_all(outcome: RunOutcome, request: RunRequest, metrics: list[Metric]) -> None:
-    store = outcome.store
-    keys = {key.name: key for key in outcome.record.metric_keys}
-    clips = store.run_clips(outcome.record)
-    clips = clips[(clips.status == "ok") & ~clips.stale]
-    for row in tqdm(list(clips.itertuples()), desc="score", unit="clip", disable=not request.progress,
-                    file=sys.stderr):
-        missing = [m for m in metrics if not store.has_score(keys[m.name].score_key(row.sha256, row.item_hash))]
-        if not missing:
-            continue
-        context = ClipContext(ClipMedia(store.directory / row.path), outcome.suite.item(row.item_id), row.model,
-                              json.loads(row.meta))
-        for metric in missing:
-            _score_one(outcome, metric, keys[metric.name], context, row.sha256, row.item_hash)
+@dataclass
+class ScoreRecord:
+    metric: str
+    status: str                      # "ok" | "failed" | "not_applicable"
+    fields: dict[str, Any]
+    detail: Any
 
 
-def _score_one(outcome: RunOutcome, metric: Metric, key: MetricKey, context: ClipContext, clip_sha256: str,
-               item_hash: str) -> None:
+def score_clip(metrics: list[Metric], names: tuple[str, ...], item: SuiteItem, model: str, meta: dict[str, Any],
+               clip_sha256: str, *, file: Path) -> list[ScoreRecord]:
+    """Worker side of a scoring unit: the metrics `names` (of the worker's `metrics`) on the clip at `file`."""
+    if sha256_file(file) != clip_sha256:
+        raise MediaError(file, f"its sha256 is not the stored clip's ({clip_sha256}); the clip changed on disk")
+    context = ClipContext(ClipMedia(file), item, model, meta)
+    return [_score_one(metric, context) for metric in metrics if metric.name in names]
+
+
+def _score_one(metric: Metric, context: ClipContext) -> ScoreRecord:
     try:
         fields = metric.score(context)
         status, detail = "ok", fields.pop("detail", None)
@@ -206,9 +336,22 @@ def _score_one(outcome: RunOutcome, metric: Metric, key: MetricKey, context: Cli
         fields, status, detail = {}, "not_applicable", str(reason)
     except Exception as err:  # a metric failing on one clip must not stop the run
         fields, status, detail = {}, "failed", f"{type(err).__name__}: {err}"
-        outcome.failures += 1
-        outcome.store.log_error(outcome.run_id, f"metric:{metric.name}", detail, context.model, context.item.id)
         if not isinstance(err, MediaError):
             traceback.print_exc(file=sys.stderr)
-    outcome.store.put_score(key, clip_sha256, item_hash, status, fields, detail)
-    outcome.scored += 1
+    return ScoreRecord(metric.name, status, fields, detail)
+
+
+def _store_scores(outcome: RunOutcome, metrics: dict[str, Metric], done: Done) -> None:
+    """Driver side of a scoring unit: one score per metric; a unit that failed as a whole fails each of its metrics."""
+    unit: ScoringUnit = done.task.tag
+    keys = {key.name: key for key in outcome.record.metric_keys}
+    records = done.value if done.error is None else [ScoreRecord(name, "failed", {}, done.error)
+                                                     for name in unit.metrics]
+    for record in records:
+        metric = metrics[record.metric]
+        if record.status == "failed":
+            outcome.failures += 1
+            outcome.store.log_error(outcome.run_id, f"metric:{metric.name}", record.detail, unit.label, unit.item.id)
+        outcome.store.put_score(keys[metric.name], unit.clip_sha256, unit.item_hash, record.status, record.fields,
+                                record.detail)
+        outcome.scored += 1

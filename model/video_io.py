@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 AAC_BIT_RATE = 192_000
-H264_OPTIONS = {"preset": "medium", "crf": "18"}
+H264_OPTIONS = {"preset": "medium", "crf": "18", "threads": "1"}  # one thread: several made different bytes run to run
 
 
 def write_clip(path: str | Path, frames: np.ndarray, fps: int, audio: np.ndarray, sample_rate: int) -> None:

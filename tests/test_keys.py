@@ -241,7 +241,7 @@ def test_clips_an_interrupted_invocation_did_not_regenerate_are_stale_and_show_n
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "_generate_one", interrupted)
+    monkeypatch.setattr(runner, "generate_clip", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(RunRequest(**request, model_options={"puppet": {"shift_ms": "200"}}))
     store = RunStore.open_existing(tmp_path / "run")

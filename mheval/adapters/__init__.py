@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from mheval.metrics import WeightFile
 from mheval.registry import Registry, config_hash
+from mheval.resources import Resources
 from mheval.suites import SuiteItem
 
 ADAPTER_MODULES = (
@@ -40,6 +41,7 @@ class Adapter:
     name: ClassVar[str]
     description: ClassVar[str]
     notice: ClassVar[str | None] = None  # shown next to the model in every table, e.g. "random weights"
+    resources: ClassVar[Resources] = Resources()  # what one worker holding this model needs (Ray executor)
 
     def __init__(self, arg: str | None = None, **options: str):
         self.arg = arg

@@ -30,6 +30,7 @@ from typing import Any
 
 from mheval.adapters import Adapter, register
 from mheval.metrics import WeightFile
+from mheval.resources import Resources
 from mheval.suites import SuiteItem
 
 RANDOM_NOTICE = "tiny random weights"
@@ -62,6 +63,17 @@ class MagiHumanAdapter(Adapter):
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "model": self.model_label, "preset": self.preset.name}
+
+    @property
+    def resources(self) -> Resources:
+        """Real weights: a GPU, and host memory to load them through (DiT 15.3 B parameters ≈ 31 GB in bf16, the
+        T5Gemma encoder ≈ 18 GB). On the CPU: the cores a local run's torch computes with."""
+        device = self.options.get("device") or ("cuda" if self.checkpoints else "cpu")
+        if device.startswith("cuda"):
+            return Resources(cpus=1, gpus=1, memory_gb=64)
+        import torch
+
+        return Resources(cpus=torch.get_num_threads())
 
     @cached_property
     def pipeline(self):

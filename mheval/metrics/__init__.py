@@ -10,6 +10,9 @@ and listing the module in `METRIC_MODULES`. The runner asks every metric for:
 - `unavailable()`: None, or why the metric cannot run here and how to make it run (reported once per run).
 - `score(clip)`: a dict of field values for one clip; raise `NotApplicable` when the clip has nothing to measure
   (no face, no speech), which is recorded as such, never as a number.
+- `resources`, `worker_group`: what one scoring worker needs (Ray executor), and which metrics share a worker:
+  metrics with the same group and resources are scored together, one decode of the clip for all of them; a metric
+  that loads a large model of its own (a GPU judge) names its own group.
 - `weight_field`: None to summarise clips by the mean of `headline`; a field name to weight each clip's headline by
   it (WER weights by reference length, which makes the summary the corpus-level ratio of edits to words).
 """
@@ -22,6 +25,7 @@ from typing import Any, ClassVar
 from mheval.files import sha256_file_cached
 from mheval.media import ClipMedia
 from mheval.registry import Registry, config_hash
+from mheval.resources import Resources
 from mheval.suites import SuiteItem
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
@@ -62,6 +66,8 @@ class Metric:
     lower_is_better: ClassVar[bool] = False
     weight_field: ClassVar[str | None] = None
     description: ClassVar[str] = ""
+    resources: ClassVar[Resources] = Resources()
+    worker_group: ClassVar[str] = "shared"
 
     def __init__(self, **options: Any):
         self.options = options
