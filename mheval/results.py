@@ -106,13 +106,15 @@ def estimate(table: pd.DataFrame, metric: type[Metric] | Metric, field: str | No
 def summary(table: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
     """Long table: model × language (and language "all") × metric → value, 95% interval, n prompts, clip counts.
 
-    `value` is the metric's summary (corpus-level for weighted metrics such as WER); `clip_mean` is the mean of
-    per-clip values (for WER: the per-utterance mean), each with its interval."""
+    `value` is the metric's summary (`Metric.summarize`: corpus-level for weighted metrics such as WER, the signed
+    median over confident clips for sync); `clip_mean` is the mean of per-clip values (for WER: the per-utterance
+    mean), each with its interval; `notes` are the metric's short flags for the row."""
     rows = []
     for (model, language), group in _groups(table):
         for name in metric_names:
             metric = metric_class(name)
-            result = estimate(group, metric)
+            headline = metric.summarize(group)
+            result = headline.estimate
             per_clip = estimate(group, metric, weighted=False)
             status = group.get(f"{name}.status", pd.Series(dtype=str))
             rows.append({
@@ -121,7 +123,7 @@ def summary(table: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
                 "clip_mean": per_clip.value, "clip_mean_low": per_clip.low, "clip_mean_high": per_clip.high,
                 "ok": int((status == "ok").sum()), "not_applicable": int((status == "not_applicable").sum()),
                 "failed": int((status == "failed").sum()) + int((group.clip_status != "ok").sum()),
-                "lower_is_better": metric.lower_is_better,
+                "lower_is_better": metric.lower_is_better, "notes": "; ".join(headline.notes),
             })
     return pd.DataFrame(rows)
 

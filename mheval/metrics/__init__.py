@@ -12,6 +12,9 @@ and listing the module in `METRIC_MODULES`. The runner asks every metric for:
   (no face, no speech), which is recorded as such, never as a number.
 - `weight_field`: None to summarise clips by the mean of `headline`; a field name to weight each clip's headline by
   it (WER weights by reference length, which makes the summary the corpus-level ratio of edits to words).
+- `summarize(rows)`: how the clips of one model × language become the summary's value, interval and notes; the
+  default is the (weighted) mean of `headline` above; a metric overrides it when a mean would mislead (sync: the
+  signed median over confident clips).
 """
 from __future__ import annotations
 
@@ -20,22 +23,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mheval.media import ClipMedia
+import pandas as pd
+
+from mheval.media import ClipMedia, NotApplicable  # noqa: F401  (NotApplicable is raised by metrics and by ClipMedia)
 from mheval.registry import Registry, config_hash
+from mheval.stats import Estimate, bootstrap
 from mheval.suites import SuiteItem
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
                   "mheval.metrics.speed")
 
 
-class NotApplicable(Exception):
-    """The clip has nothing this metric can measure (e.g. no face, no speech)."""
-
-
 @dataclass(frozen=True)
 class WeightFile:
     path: str
     sha256: str
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """One model × language of a metric: the headline estimate with its bootstrap interval over prompts, and short
+    notes a reader needs beside the number (e.g. "confident 7/8")."""
+
+    estimate: Estimate
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -75,6 +86,25 @@ class Metric:
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
         raise NotImplementedError
+
+    @classmethod
+    def scored_rows(cls, rows: pd.DataFrame) -> pd.DataFrame:
+        """The rows of a results clip table (`<metric>.<field>` columns) whose score for this metric is ok."""
+        status = rows.get(f"{cls.name}.status")
+        return rows.iloc[:0] if status is None else rows[status == "ok"]
+
+    @classmethod
+    def summarize(cls, rows: pd.DataFrame) -> GroupSummary:
+        """The mean of `headline` over the scored clips (weighted by `weight_field` if set), bootstrapped over
+        prompts."""
+        scored = cls.scored_rows(rows)
+        column = f"{cls.name}.{cls.headline}"
+        if scored.empty or column not in scored:
+            return GroupSummary(Estimate(float("nan"), float("nan"), float("nan"), 0))
+        weights = (pd.to_numeric(scored[f"{cls.name}.{cls.weight_field}"], errors="coerce").to_numpy()
+                   if cls.weight_field else None)
+        values = pd.to_numeric(scored[column], errors="coerce").to_numpy()
+        return GroupSummary(bootstrap(scored.item_id.to_numpy(), values, weights))
 
 
 _METRICS: Registry[Metric] = Registry("metric", METRIC_MODULES)
