@@ -56,6 +56,8 @@ def _split_models(values: list[str]) -> list[str]:
 
 
 def add_run_parser(sub) -> None:
+    from mheval.runner import DEFAULT_MAX_CLIP_SECONDS
+
     parser = sub.add_parser(
         "run", help="generate and score a suite with one or more models",
         description="Generate a clip per suite item with each model, score every clip, store and print results.",
@@ -77,6 +79,9 @@ def add_run_parser(sub) -> None:
     parser.add_argument("--seed", type=int, default=42, help="generation seed (default 42)")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/<suite>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--max-clip-seconds", type=float, default=DEFAULT_MAX_CLIP_SECONDS,
+                        help="refuse (record as failed) any clip that plays longer than this many seconds "
+                             "(default %(default)g)")
     parser.set_defaults(handler=cmd_run)
 
 
@@ -107,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         metric_options=_key_values(args.metric_option, "--metric-option"),
         argv=sys.argv,
         progress=not args.no_progress,
+        max_clip_seconds=args.max_clip_seconds,
     )
     outcome = run(request)
     return _report_outcome(outcome)

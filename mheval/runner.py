@@ -25,6 +25,7 @@ from mheval.store import ClipRecord, RunStore
 from mheval.suites import Suite, SuiteItem, load_suite
 
 DEFAULT_SEED = 42
+DEFAULT_MAX_CLIP_SECONDS = 300.0
 
 
 @dataclass
@@ -40,6 +41,7 @@ class RunRequest:
     metric_options: dict[str, dict[str, str]] = field(default_factory=dict)  # metric -> options
     argv: list[str] = field(default_factory=list)
     progress: bool = True
+    max_clip_seconds: float = DEFAULT_MAX_CLIP_SECONDS   # a longer clip is refused (recorded as failed)
 
 
 @dataclass
@@ -123,7 +125,8 @@ def _generate_all(outcome: RunOutcome, request: RunRequest) -> None:
         key = generation_key(adapter, item, request.seed)
         if _is_current(outcome.store, label, outcome.suite.name, item.id, request.seed, key):
             continue
-        record = _generate_one(outcome.store, label, adapter, outcome.suite.name, item, request.seed, key)
+        record = _generate_one(outcome.store, label, adapter, outcome.suite.name, item, request.seed, key,
+                               request.max_clip_seconds)
         outcome.store.put_clip(record)
         outcome.generated += 1
         if record.status != "ok":
@@ -138,7 +141,7 @@ def _is_current(store: RunStore, model: str, suite: str, item_id: str, seed: int
 
 
 def _generate_one(store: RunStore, label: str, adapter: Adapter, suite: str, item: SuiteItem, seed: int,
-                  key: str) -> ClipRecord:
+                  key: str, max_clip_seconds: float = DEFAULT_MAX_CLIP_SECONDS) -> ClipRecord:
     final = store.clip_path(label, item.id, seed)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(f".{final.stem}.partial.mp4")
@@ -147,7 +150,7 @@ def _generate_one(store: RunStore, label: str, adapter: Adapter, suite: str, ite
     try:
         meta = adapter.generate(item, partial, seed) or {}
         meta["wall_seconds"] = time.perf_counter() - started
-        meta["media"] = _check_clip(partial, shown=Path(meta.get("source", final)))
+        meta["media"] = _check_clip(partial, shown=Path(meta.get("source", final)), max_seconds=max_clip_seconds)
         digest = sha256_file(partial)
         partial.replace(final)
     except Exception as err:  # any adapter failure belongs to this clip only
@@ -158,14 +161,18 @@ def _generate_one(store: RunStore, label: str, adapter: Adapter, suite: str, ite
     return ClipRecord(label, suite, item.id, seed, key, "ok", relative, digest, meta, None)
 
 
-def _check_clip(path: Path, shown: Path) -> dict[str, Any]:
-    """The clip must decode and carry audio; errors name `shown` (the user's file), not our temporary copy."""
+def _check_clip(path: Path, shown: Path, max_seconds: float = DEFAULT_MAX_CLIP_SECONDS) -> dict[str, Any]:
+    """The clip must decode, carry video or audio (or both: the metrics that need a missing stream say "not
+    applicable"), and play no longer than `max_seconds`; errors name `shown` (the user's file), not our temporary
+    copy. Returns the media facts, with `has_video` / `has_audio`, for the clip's record."""
     try:
         info = probe(path)
     except MediaError as err:
         raise MediaError(shown, err.problem) from None
-    if not info.has_audio:
-        raise MediaError(shown, "clip has no audio stream")
+    seconds = max(info.video_seconds, info.audio_seconds)
+    if seconds > max_seconds:
+        raise MediaError(shown, f"clip plays {seconds:.1f} s, longer than the limit of {max_seconds:g} s "
+                                "(raise it with --max-clip-seconds)")
     return info.__dict__
 
 
