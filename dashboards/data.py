@@ -293,25 +293,29 @@ def waveform(audio: np.ndarray, sample_rate: int, bin_ms: float = 10.0) -> pd.Da
     return pd.DataFrame({"seconds": np.arange(bins) * size / sample_rate, "peak": peaks, "trough": -peaks})
 
 
-def sync_curves(path: Path, offset_frames: float | None) -> pd.DataFrame:
-    """Per video frame, as the sync metric measures them: mouth opening and speech level, each scaled to [0, 1],
-    and the speech level moved back by the measured offset (it should then follow the mouth).
+def sync_curves(path: Path, offset_ms: float | None, config: dict[str, Any] | None) -> pd.DataFrame:
+    """On the sync metric's time grid, with the run's stored sync settings (`config`, from the manifest; None: the
+    defaults): mouth opening and speech level, each scaled to [0, 1], and the speech level moved back by the
+    measured offset (it should then follow the mouth). The signals come from `mheval.metrics.sync.sync_signals`,
+    the same function the stored score came from.
 
-    Raises NotApplicable when the clip has no face, like the metric itself."""
-    from mheval.media import ASR_SAMPLE_RATE, ClipMedia
-    from mheval.metrics.sync import AudioVideoSync, mouth_openness, speech_envelope, track_face
+    Raises NotApplicable when the metric could not measure the clip either (no face, no audio…), or when the
+    stored settings belong to another version of the metric."""
+    from mheval.media import ClipMedia
+    from mheval.metrics import NotApplicable
+    from mheval.metrics.options import parse_options
+    from mheval.metrics.sync import SyncConfig, sync_signals
 
-    metric = AudioVideoSync()
-    media = ClipMedia(path)
-    frames, fps = media.frames, media.fps
-    boxes, _ = track_face(metric.detector, frames, fps, metric.settings)
-    level = _unit_range(speech_envelope(media.audio_16k, ASR_SAMPLE_RATE, fps, len(frames),
-                                        metric.settings.envelope_window_ms))
-    seconds = np.arange(len(frames)) / fps
-    curves = pd.DataFrame({"seconds": seconds, "mouth": _unit_range(mouth_openness(frames, boxes)), "speech": level})
-    if offset_frames is not None and not math.isnan(offset_frames):
-        curves["speech − offset"] = np.interp(seconds + offset_frames / fps, seconds, level,
-                                                    left=np.nan, right=np.nan)
+    try:
+        settings = parse_options(SyncConfig, config or {})
+    except (TypeError, ValueError) as err:
+        raise NotApplicable(f"the run's sync settings are from another version of the metric ({err})") from None
+    signals = sync_signals(ClipMedia(path), settings)
+    seconds = signals.times - signals.times[0]
+    level = _unit_range(signals.envelope)
+    curves = pd.DataFrame({"seconds": seconds, "mouth": _unit_range(signals.mouth), "speech": level})
+    if offset_ms is not None and not math.isnan(offset_ms):
+        curves["speech − offset"] = np.interp(seconds + offset_ms / 1000, seconds, level, left=np.nan, right=np.nan)
     return curves
 
 

@@ -167,7 +167,7 @@ def drilldown_page(view: RunView, runs: list[Path]) -> None:
             path = view.clip_path(row)
             if row["clip_status"] == "ok" and path is not None and path.exists():
                 with column:
-                    sync_panel(path, row)
+                    sync_panel(path, row, view.manifest.get("metrics", {}).get("sync", {}).get("config"))
 
 
 def side_by_side(rows: list[pd.Series]):
@@ -211,9 +211,9 @@ def transcript_panel(row: pd.Series) -> None:
 
 
 @st.cache_data(show_spinner=False)
-def _sync_curves(path: str, stamp: int, offset_frames: float | None) -> pd.DataFrame | str:
+def _sync_curves(path: str, stamp: int, offset_ms: float | None, config: dict | None) -> pd.DataFrame | str:
     try:
-        return data.sync_curves(Path(path), offset_frames)
+        return data.sync_curves(Path(path), offset_ms, config)
     except NotApplicable as reason:
         return str(reason)
 
@@ -225,7 +225,8 @@ def _waveform(path: str, stamp: int) -> pd.DataFrame:
     return data.waveform(read_audio(path, ASR_SAMPLE_RATE), ASR_SAMPLE_RATE)
 
 
-def sync_panel(path: Path, row: pd.Series) -> None:
+def sync_panel(path: Path, row: pd.Series, config: dict | None) -> None:
+    """Waveform, mouth and speech curves (with the run's sync settings `config`) and the lag correlations."""
     st.markdown(f"**{row['model']}**")
     status, offset_frames = row.get("sync.status"), row.get("sync.offset_frames")
     if status != "ok":
@@ -234,7 +235,7 @@ def sync_panel(path: Path, row: pd.Series) -> None:
     wave = _waveform(str(path), stamp)
     st.altair_chart(alt.Chart(wave).mark_area(opacity=0.7).encode(
         x=alt.X("seconds:Q"), y=alt.Y("peak:Q", title="waveform"), y2="trough:Q"), width="stretch", height=140)
-    curves = _sync_curves(str(path), stamp, offset_frames if status == "ok" else None)
+    curves = _sync_curves(str(path), stamp, row.get("sync.offset_ms") if status == "ok" else None, config)
     if isinstance(curves, str):
         st.caption(f"mouth-opening curve not available: {curves}")
         return

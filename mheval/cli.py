@@ -58,6 +58,8 @@ def _split_models(values: list[str]) -> list[str]:
 
 
 def add_run_parser(sub) -> None:
+    from mheval.runner import DEFAULT_MAX_CLIP_SECONDS
+
     parser = sub.add_parser(
         "run", help="generate and score a suite with one or more models",
         description="Generate a clip per suite item with each model, score every clip, store and print results.",
@@ -83,6 +85,9 @@ def add_run_parser(sub) -> None:
                         help="when stderr is not a terminal (CI logs), one progress line per bar at most this often "
                              "(default 10)")
     add_executor_arguments(parser)
+    parser.add_argument("--max-clip-seconds", type=float, default=DEFAULT_MAX_CLIP_SECONDS,
+                        help="refuse (record as failed) any clip that plays longer than this many seconds "
+                             "(default %(default)g)")
     parser.set_defaults(handler=cmd_run)
 
 
@@ -115,6 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         progress_interval=args.progress_interval,
         executor=executor_settings(args, _key_values(args.ray_worker, "--ray-worker")),
+        max_clip_seconds=args.max_clip_seconds,
     )
     outcome = run(request)
     return _report_outcome(outcome)

@@ -1,18 +1,27 @@
-"""Reading and writing clips with PyAV: mp4 with H.264 video and AAC audio, no ffmpeg program needed.
+"""Reading clips with PyAV (mp4 with H.264 video and AAC audio, no ffmpeg program needed), and the one writer.
+
+Time comes from the streams, never from indexes: every frame carries its presentation time (pts × time_base, after
+the container's edit lists), and the audio starts at its first sample's presentation time. A variable-frame-rate
+clip or an audio track that starts late is therefore measured as it plays.
+
+Memory does not grow with the clip: frames are decoded one at a time and converted straight to the size a metric
+asks for (`ClipMedia.frames`), so no full-resolution array of the whole clip is ever built. Only the 16 kHz mono
+audio (64 kB per second) is kept whole.
 
 Every reader raises `MediaError` naming the file and the problem, so a damaged clip becomes one recorded failure
-instead of a crash of the whole run.
+instead of a crash of the whole run; a stream the clip does not have raises `NotApplicable`.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
+
+from model.video_io import write_mp4  # noqa: F401  (the one H.264 + AAC writer; model/ cannot import mheval)
 
 ASR_SAMPLE_RATE = 16_000
 
@@ -24,16 +33,30 @@ class MediaError(RuntimeError):
         self.problem = problem
 
 
+class NotApplicable(Exception):
+    """The clip has nothing a measurement can use: here a missing stream; in the metrics no face, no speech…"""
+
+
 @dataclass(frozen=True)
 class MediaInfo:
+    has_video: bool
+    has_audio: bool
     width: int
     height: int
-    fps: float
+    fps: float              # frames per second of presentation time (nominal rate for a one-frame clip)
     frame_count: int
-    video_seconds: float
-    has_audio: bool
+    video_start: float      # presentation time of the first frame, seconds
+    video_seconds: float    # from the first frame's start to the last frame's end
     audio_sample_rate: int
+    audio_start: float      # presentation time of the first audio sample, seconds
     audio_seconds: float
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int
+    time: float             # presentation time, seconds, on the container's timeline (shared with the audio)
+    image: np.ndarray       # uint8 [h, w] grey or [h, w, 3] RGB, at the size that was asked for
 
 
 def _open(path: Path | str) -> av.container.InputContainer:
@@ -49,146 +72,180 @@ def _open(path: Path | str) -> av.container.InputContainer:
         raise MediaError(path, f"not a readable media file ({reason})") from err
 
 
+def frame_rate(times: np.ndarray, nominal: float) -> float:
+    """Frames per second of presentation time: (frames − 1) over the span of their timestamps."""
+    span = float(times[-1] - times[0]) if len(times) > 1 else 0.0
+    return (len(times) - 1) / span if span > 0 else nominal
+
+
 def probe(path: Path | str) -> MediaInfo:
-    """Stream facts, counted by decoding: container headers of generated clips are often wrong or missing."""
-    frames = read_video(path)
-    fps = _video_fps(path)
+    """Stream facts, measured by decoding every frame and sample (no pixel conversion): container headers of
+    generated clips are often wrong or missing, and a clip that does not decode must fail here, not later."""
     with _open(path) as container:
-        has_audio = bool(container.streams.audio)
-        sample_rate = container.streams.audio[0].rate if has_audio else 0
-    audio_seconds = len(read_audio(path, sample_rate)) / sample_rate if has_audio else 0.0
+        if not container.streams.video and not container.streams.audio:
+            raise MediaError(path, "no audio or video stream")
+        streams = [*container.streams.video[:1], *container.streams.audio[:1]]
+        for stream in streams:
+            stream.thread_type = "AUTO"
+        times, size, samples, audio_start, sample_rate = [], (0, 0), 0, None, 0
+        try:
+            for frame in container.decode(*streams):
+                if isinstance(frame, av.VideoFrame):
+                    times.append(_seconds(frame, len(times), streams[0], path))
+                    size = (frame.width, frame.height)
+                else:
+                    audio_start = frame.time if audio_start is None and frame.time is not None else audio_start
+                    samples += frame.samples
+                    sample_rate = frame.sample_rate
+        except av.FFmpegError as err:
+            raise MediaError(path, f"stream cannot be decoded ({err})") from err
+        has_video, has_audio = bool(container.streams.video), bool(container.streams.audio)
+        nominal = _nominal_rate(container.streams.video[0]) if has_video else 0.0
+    if has_video and not times:
+        raise MediaError(path, "video stream has no frames")
+    if has_audio and not samples:
+        raise MediaError(path, "audio stream has no samples")
+    times = np.sort(np.array(times))
+    fps = frame_rate(times, nominal) if has_video else 0.0
     return MediaInfo(
-        width=frames.shape[2], height=frames.shape[1], fps=fps, frame_count=len(frames),
-        video_seconds=len(frames) / fps, has_audio=has_audio, audio_sample_rate=sample_rate,
-        audio_seconds=audio_seconds,
+        has_video=has_video, has_audio=has_audio, width=size[0], height=size[1], fps=fps, frame_count=len(times),
+        video_start=float(times[0]) if has_video else 0.0,
+        video_seconds=float(times[-1] - times[0]) + 1.0 / fps if has_video and fps else 0.0,
+        audio_sample_rate=sample_rate, audio_start=float(audio_start or 0.0),
+        audio_seconds=samples / sample_rate if has_audio else 0.0,
     )
 
 
-def _video_fps(path: Path | str) -> float:
-    with _open(path) as container:
-        if not container.streams.video:
-            raise MediaError(path, "no video stream")
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.base_rate or stream.guessed_rate
-        if not rate:
-            raise MediaError(path, "video stream has no frame rate")
-        return float(rate)
+def _nominal_rate(stream) -> float:
+    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+    return float(rate) if rate else 0.0
 
 
-def read_video(path: Path | str) -> np.ndarray:
-    """All frames as uint8 RGB, shape [F, H, W, 3]."""
-    with _open(path) as container:
-        if not container.streams.video:
-            raise MediaError(path, "no video stream")
-        try:
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-        except av.FFmpegError as err:
-            raise MediaError(path, f"video stream cannot be decoded ({err})") from err
-    if not frames:
-        raise MediaError(path, "video stream has no frames")
-    return np.stack(frames)
+def _seconds(frame: av.VideoFrame, index: int, stream, path: Path | str) -> float:
+    """The frame's presentation time; by its index at the nominal rate only when the stream carries no timestamps."""
+    if frame.time is not None:
+        return float(frame.time)
+    rate = _nominal_rate(stream)
+    if not rate:
+        raise MediaError(path, "video frames carry no timestamps and the stream no frame rate")
+    return index / rate
+
+
+def analysis_size(width: int, height: int, short_side: int | None, enlarge: bool = True) -> tuple[int, int]:
+    """(width, height) scaled so the short side is `short_side` (even numbers; aspect ratio kept); `enlarge`
+    False never scales up."""
+    if short_side is None or (not enlarge and min(width, height) <= short_side):
+        return width, height
+    scale = short_side / min(width, height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
 def read_audio(path: Path | str, sample_rate: int = ASR_SAMPLE_RATE) -> np.ndarray:
-    """The first audio stream as mono float32 in [-1, 1] at `sample_rate`."""
+    """The first audio stream as mono float32 in [-1, 1] at `sample_rate` (its first sample plays at
+    `ClipMedia.audio_start`)."""
+    return _decode_audio(path, sample_rate)[0]
+
+
+def _decode_audio(path: Path | str, sample_rate: int) -> tuple[np.ndarray, float]:
     with _open(path) as container:
         if not container.streams.audio:
-            raise MediaError(path, "no audio stream")
+            raise NotApplicable("clip has no audio")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks = []
+        chunks, start = [], None
         try:
             for frame in container.decode(audio=0):
-                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+                for out in resampler.resample(frame):
+                    start = out.time if start is None else start
+                    chunks.append(out.to_ndarray().reshape(-1))
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
         except av.FFmpegError as err:
             raise MediaError(path, f"audio stream cannot be decoded ({err})") from err
     if not chunks:
         raise MediaError(path, "audio stream has no samples")
-    return np.concatenate(chunks).astype(np.float32)
+    return np.concatenate(chunks).astype(np.float32), float(start or 0.0)
 
 
-def write_mp4(
-    path: Path | str,
-    frames: np.ndarray,
-    fps: int,
-    audio: np.ndarray | None,
-    sample_rate: int,
-    video_bitrate: int | None = None,
-) -> None:
-    """Write uint8 RGB frames [F, H, W, 3] and float audio ([N] mono or [C, N]) as H.264 + AAC, atomically.
-
-    H.264 in yuv420p needs even sizes, so odd sizes are an error rather than a silent crop.
-    """
-    path = Path(path)
-    frames = np.ascontiguousarray(frames, dtype=np.uint8)
-    if frames.ndim != 4 or frames.shape[3] != 3:
-        raise ValueError(f"frames must be [F, H, W, 3] uint8, got shape {frames.shape}")
-    height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial.mp4")
-    with av.open(str(partial), mode="w") as container:
-        video = container.add_stream("libx264", rate=Fraction(fps))
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        # one encoder thread: x264 with several threads made different bytes for the same frames from run to run
-        video.options = {"preset": "veryfast", "threads": "1", **({"crf": "18"} if video_bitrate is None else {})}
-        if video_bitrate is not None:
-            video.bit_rate = video_bitrate
-        audio_stream = _add_audio_stream(container, audio, sample_rate)
-        for image in frames:
-            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(video.encode(None))
-        if audio_stream is not None:
-            _encode_audio(container, audio_stream, audio, sample_rate)
-    os.replace(partial, path)
-
-
-def _add_audio_stream(container, audio: np.ndarray | None, sample_rate: int):
-    if audio is None:
-        return None
-    channels = 1 if audio.ndim == 1 else audio.shape[0]
-    stream = container.add_stream("aac", rate=sample_rate)
-    stream.layout = "mono" if channels == 1 else "stereo"
-    stream.bit_rate = 128_000
-    return stream
-
-
-def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int) -> None:
-    planar = np.clip(np.atleast_2d(audio), -1.0, 1.0).astype(np.float32)
-    frame_size = stream.codec_context.frame_size or 1024
-    for start in range(0, planar.shape[1], frame_size):
-        chunk = np.ascontiguousarray(planar[:, start:start + frame_size])
-        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=stream.layout.name)
-        frame.sample_rate = sample_rate
-        frame.pts = start
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
+def read_video(path: Path | str) -> np.ndarray:
+    """All frames as uint8 RGB [F, H, W, 3], for tools that rewrite short clips (`mheval validate`); metrics stream
+    frames through `ClipMedia.frames` instead, whose memory does not grow with the clip."""
+    return np.stack([frame.image for frame in ClipMedia(path).frames()])
 
 
 class ClipMedia:
-    """One clip's decoded streams, decoded at most once however many metrics ask for them."""
+    """One clip as the metrics read it: frames streamed at the size each metric asks for, audio decoded once."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
 
     @cached_property
-    def frames(self) -> np.ndarray:
-        return read_video(self.path)
+    def info(self) -> MediaInfo:
+        return probe(self.path)
 
     @cached_property
-    def fps(self) -> float:
-        return _video_fps(self.path)
-
-    @cached_property
-    def audio_16k(self) -> np.ndarray:
-        return read_audio(self.path, ASR_SAMPLE_RATE)
-
-    @cached_property
-    def has_audio(self) -> bool:
+    def _streams(self) -> tuple[bool, bool]:
         with _open(self.path) as container:
-            return bool(container.streams.audio)
+            return bool(container.streams.video), bool(container.streams.audio)
+
+    @property
+    def has_video(self) -> bool:
+        return self._streams[0]
+
+    @property
+    def has_audio(self) -> bool:
+        return self._streams[1]
+
+    def require(self, video: bool = False, audio: bool = False) -> None:
+        """NotApplicable naming the stream the clip lacks."""
+        if video and not self.has_video:
+            raise NotApplicable("clip has no video")
+        if audio and not self.has_audio:
+            raise NotApplicable("clip has no audio")
+
+    def frames(self, short_side: int | None = None, grey: bool = False, every_seconds: float = 0.0,
+               enlarge: bool = True) -> Iterator[Frame]:
+        """Frames in presentation order, decoded one at a time and converted by libswscale straight to `short_side`
+        (area averaging when shrinking, bicubic when enlarging; None: native size). `every_seconds` > 0 yields only
+        the first frame at or after each point of a grid of that step starting at the first frame."""
+        self.require(video=True)
+        with _open(self.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            next_time, size = None, None
+            try:
+                for index, frame in enumerate(container.decode(stream)):
+                    time = _seconds(frame, index, stream, self.path)
+                    if every_seconds > 0:
+                        if next_time is not None and time < next_time - 1e-6:
+                            continue
+                        next_time = time if next_time is None else next_time
+                        next_time += every_seconds * (np.floor((time - next_time) / every_seconds + 1e-6) + 1)
+                    if size is None:
+                        size = analysis_size(frame.width, frame.height, short_side, enlarge)
+                        interpolation = "AREA" if size[0] <= frame.width else "BICUBIC"
+                    image = frame.to_ndarray(width=size[0], height=size[1], format="gray" if grey else "rgb24",
+                                             interpolation=interpolation)
+                    yield Frame(index, time, image)
+            except av.FFmpegError as err:
+                raise MediaError(self.path, f"video stream cannot be decoded ({err})") from err
+
+    @cached_property
+    def _audio(self) -> tuple[np.ndarray, float]:
+        return _decode_audio(self.path, ASR_SAMPLE_RATE)
+
+    @property
+    def audio_16k(self) -> np.ndarray:
+        """Mono float32 at 16 kHz; its first sample plays at `audio_start`."""
+        return self._audio[0]
+
+    @property
+    def audio_start(self) -> float:
+        return self._audio[1]
+
+    @property
+    def fps(self) -> float:
+        return self.info.fps
 
     @property
     def seconds(self) -> float:
-        return len(self.frames) / self.fps
+        """How long the clip plays: its video, or its audio when it has no video."""
+        return self.info.video_seconds if self.info.has_video else self.info.audio_seconds

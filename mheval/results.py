@@ -77,36 +77,26 @@ def _attach_metric(table: pd.DataFrame, scores: pd.DataFrame, key: MetricKey) ->
 
 def estimate(table: pd.DataFrame, metric: type[Metric] | Metric, field: str | None = None,
              weighted: bool = True, by_language: bool = False) -> Estimate:
-    """Summary of one metric field over the clips in `table`, with a bootstrap interval over prompts.
-
-    The headline of a metric with a `weight_field` is weighted (corpus-level WER) unless `weighted` is False
-    (the per-utterance mean). `by_language`: the macro-average over languages, resampled within each language."""
-    column = f"{metric.name}.{field or metric.headline}"
-    rows = table[table.get(f"{metric.name}.status") == "ok"] if f"{metric.name}.status" in table else table.iloc[:0]
-    if column not in rows or rows.empty:
-        return Estimate(float("nan"), float("nan"), float("nan"), 0)
-    weights = None
-    if weighted and metric.weight_field and field in (None, metric.headline):
-        weights = pd.to_numeric(rows[f"{metric.name}.{metric.weight_field}"], errors="coerce").to_numpy()
-    values = pd.to_numeric(rows[column], errors="coerce").to_numpy()
-    strata = rows.language.to_numpy() if by_language else None
-    return bootstrap(rows.item_id.to_numpy(), values, weights, strata=strata)
+    """Summary of one metric field over the clips in `table` (`Metric.estimate`), for readers of a clip table."""
+    return metric.estimate(table, field, weighted, by_language)
 
 
 def summary(table: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
     """Long table: model × language (and language "all") × metric → value, 95% interval, n prompts, clip counts,
     notes.
 
-    Per language, `value` is the metric's summary over the model's prompts (corpus-level for weighted metrics such
-    as WER); `clip_mean` is the mean of per-clip values (for WER: the per-utterance mean), each with its interval.
+    Per language, `value` is the metric's summary over the model's prompts (`Metric.summarize`: corpus-level for
+    weighted metrics such as WER, the signed median over confident clips for sync); `clip_mean` is the mean of
+    per-clip values (for WER: the per-utterance mean), each with its interval.
 
     The `all` row is the macro-average over languages — each language counts once, whatever its unit (CER or WER)
     or number of prompts — on the prompts that every model with scores for the metric has scored, so models are
     ranked on the same prompts; its interval is a bootstrap over prompts stratified by language.
 
-    `notes` flags what a reader must know: `n<5` (fewer than 5 prompts: the interval is little more than the
-    min–max range), `yue→zh ASR` (speech transcribed with another language's decoder, e.g. Cantonese by a Whisper
-    without `yue`), and for `all` the prompts left out because some model has no score for them."""
+    `notes` flags what a reader must know: the metric's own (e.g. sync's share of confident clips), `n<5` (fewer
+    than 5 prompts: the interval is little more than the min–max range), `yue→zh ASR` (speech transcribed with
+    another language's decoder, e.g. Cantonese by a Whisper without `yue`), and for `all` the prompts left out
+    because some model has no score for them."""
     shared = {name: _prompts_scored_by_every_model(table, name) for name in metric_names}
     rows = []
     for model, by_model in table.groupby("model", sort=True):
@@ -128,10 +118,11 @@ def _prompts_scored_by_every_model(table: pd.DataFrame, name: str) -> set[str]:
 def _summary_row(model: str, language: str, clips: pd.DataFrame, scored: pd.DataFrame, metric: type[Metric],
                  macro: bool = False) -> dict:
     """One summary row: `clips` are all the row's clips (for the counts), `scored` those its value is computed on."""
-    result = estimate(scored, metric, by_language=macro)
+    headline = metric.summarize(scored, by_language=macro)
+    result = headline.estimate
     per_clip = estimate(scored, metric, weighted=False, by_language=macro)
     status = clips.get(f"{metric.name}.status", pd.Series(dtype=str))
-    notes = [f"n<{MIN_PROMPTS}"] if 0 < result.n < MIN_PROMPTS else []
+    notes = list(headline.notes) + ([f"n<{MIN_PROMPTS}"] if 0 < result.n < MIN_PROMPTS else [])
     notes += _decoder_notes(scored, metric.name)
     left_out = (status == "ok").sum() - (scored.get(f"{metric.name}.status") == "ok").sum()
     if macro and left_out:

@@ -32,6 +32,7 @@ from mheval.store import ClipRecord, MetricKey, RunRecord, RunStore
 from mheval.suites import Suite, SuiteItem, load_suite
 
 DEFAULT_SEED = 42
+DEFAULT_MAX_CLIP_SECONDS = 300.0
 
 
 @dataclass
@@ -49,6 +50,7 @@ class RunRequest:
     progress: bool = True
     progress_interval: float = DEFAULT_INTERVAL  # seconds between progress lines when stderr is not a terminal
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    max_clip_seconds: float = DEFAULT_MAX_CLIP_SECONDS   # a longer clip is refused (recorded as failed)
 
 
 @dataclass
@@ -224,7 +226,7 @@ def _run_units(outcome: RunOutcome, request: RunRequest, executor: Executor, met
         final = store.clip_path(label, item.id, request.seed)
         final.parent.mkdir(parents=True, exist_ok=True)
         partial_clip = final.with_name(f".{final.stem}.partial.mp4")
-        executor.submit(Task(f"generate:{label}", generate_clip, (item, request.seed, final),
+        executor.submit(Task(f"generate:{label}", generate_clip, (item, request.seed, final, request.max_clip_seconds),
                              GenerationUnit(label, item, key, final), file=partial_clip, writes=True))
 
     for done in executor.completed():
@@ -278,15 +280,16 @@ class GeneratedClip:
     error: str | None
 
 
-def generate_clip(adapter: Adapter, item: SuiteItem, seed: int, shown: Path, *, file: Path) -> GeneratedClip:
-    """Worker side of a generation unit: write the clip to `file`, check it decodes with audio, hash it. Errors
+def generate_clip(adapter: Adapter, item: SuiteItem, seed: int, shown: Path, max_clip_seconds: float, *,
+                  file: Path) -> GeneratedClip:
+    """Worker side of a generation unit: write the clip to `file`, check it (`_check_clip`), hash it. Errors
     name `shown` (the clip's place in the run directory) or the adapter's source file, not the temporary file."""
     started = time.perf_counter()
     meta: dict[str, Any] = {}
     try:
         meta = adapter.generate(item, file, seed) or {}
         meta["wall_seconds"] = time.perf_counter() - started
-        meta["media"] = _check_clip(file, shown=Path(meta.get("source", shown)))
+        meta["media"] = _check_clip(file, shown=Path(meta.get("source", shown)), max_seconds=max_clip_seconds)
         digest = sha256_file(file)
     except Exception as err:  # any adapter failure belongs to this clip only
         file.unlink(missing_ok=True)
@@ -300,14 +303,18 @@ def _is_current(store: RunStore, model: str, suite: str, item_id: str, seed: int
             and (store.directory / record.path).exists())
 
 
-def _check_clip(path: Path, shown: Path) -> dict[str, Any]:
-    """The clip must decode and carry audio; errors name `shown` (the user's file), not our temporary copy."""
+def _check_clip(path: Path, shown: Path, max_seconds: float = DEFAULT_MAX_CLIP_SECONDS) -> dict[str, Any]:
+    """The clip must decode, carry video or audio (or both: the metrics that need a missing stream say "not
+    applicable"), and play no longer than `max_seconds`; errors name `shown` (the user's file), not our temporary
+    copy. Returns the media facts, with `has_video` / `has_audio`, for the clip's record."""
     try:
         info = probe(path)
     except MediaError as err:
         raise MediaError(shown, err.problem) from None
-    if not info.has_audio:
-        raise MediaError(shown, "clip has no audio stream")
+    seconds = max(info.video_seconds, info.audio_seconds)
+    if seconds > max_seconds:
+        raise MediaError(shown, f"clip plays {seconds:.1f} s, longer than the limit of {max_seconds:g} s "
+                                "(raise it with --max-clip-seconds)")
     return info.__dict__
 
 

@@ -104,3 +104,19 @@ def paired_bootstrap(groups_a, values_a, weights_a, groups_b, values_b, weights_
 def _restrict(shared, groups, values, weights):
     keep = np.isin(groups, shared)
     return groups[keep], values[keep], weights[keep]
+
+
+def bootstrap_median(groups, values, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Estimate:
+    """Median of the clips' values with a percentile bootstrap interval that resamples whole prompts (`groups`):
+    for a signed quantity whose mean a few wild clips would drag (sync offsets)."""
+    groups, values, _, _ = _clean(groups, values, None)
+    if len(values) == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    _, index = np.unique(groups, return_inverse=True)
+    prompts = [values[index == k] for k in range(index.max() + 1)]
+    value = float(np.median(values))
+    if len(prompts) < 2:
+        return Estimate(value, float("nan"), float("nan"), len(prompts))
+    draws = _resample_indices(len(prompts), resamples, seed)
+    samples = np.array([np.median(np.concatenate([prompts[k] for k in draw])) for draw in draws])
+    return Estimate(value, *_interval(samples), len(prompts))

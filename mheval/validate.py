@@ -8,6 +8,14 @@ The puppet adapter's lips follow its own speech, so every deviation below is one
 - another item's reference text → WER ≥ 0.8;
 - Gaussian blur → BRISQUE up, sharpness and flicker down;
 - a frozen video (first frame repeated) → frozen ratio ≥ 0.9 where the clean clip is below it, flicker down;
+- a frozen face with the speech kept → sync not applicable (no mouth motion); a still portrait whose mouth still
+  moves → sync measured (within 1 frame of 0), and frozen ratio no higher than the share of the clip without speech;
+- a variable frame rate (30 % of the frames dropped at random, the rest at their own times) → sync within 1 frame
+  of 0; the audio track starting 200 ms late in the container (an edit list, samples untouched) → sync +200 ms
+  within 1 frame;
+- the audio track removed → BRISQUE and technical measured, sync (and WER) not applicable; the video removed →
+  visual and sync not applicable (WER measured);
+- one frame → sharpness measured, flicker and frozen ratio not applicable (None), sync not applicable;
 - the same clip scored twice by fresh metric instances → identical numbers.
 The result is a table of injected vs measured with pass/fail per bar; the exit code is 0 only when every bar passes.
 """
@@ -26,7 +34,7 @@ import numpy as np
 
 from mheval.adapters.puppet import FPS, PuppetAdapter
 from mheval.media import ClipMedia, probe, read_audio, read_video, write_mp4
-from mheval.metrics import ClipContext, Metric, create_metric
+from mheval.metrics import ClipContext, Metric, NotApplicable, create_metric
 from mheval.suites import SuiteItem, load_suite
 
 FRAME_MS = 1000.0 / FPS
@@ -47,6 +55,8 @@ class ValidateConfig:
     sync_tolerance_frames: float = 1.0
     other_text_min_wer: float = 0.8
     frozen_min_ratio: float = 0.9
+    dropped_frames: float = 0.3                  # share of frames the variable-frame-rate clip drops
+    audio_start_ms: float = 200.0                # how late the delayed audio track starts
 
 
 @dataclass(frozen=True)
@@ -85,15 +95,29 @@ class Workspace:
             self.scores[key] = self.metric(name).score(ClipContext(ClipMedia(path), item, "puppet"))
         return self.scores[key]
 
+    def outcome(self, name: str, path: Path, item: SuiteItem) -> dict[str, Any] | NotApplicable:
+        """The score, or the NotApplicable the metric raised (its reason is what a check reads)."""
+        try:
+            return self.score(name, path, item)
+        except NotApplicable as reason:
+            return reason
 
-def rewrite_clip(source: Path, target: Path, frames: Callable[[np.ndarray], np.ndarray] = lambda f: f,
-                 audio: Callable[[np.ndarray, int], np.ndarray] = lambda a, sr: a,
-                 video_bitrate: int | None = None) -> Path:
-    """Decode `source`, transform its frames and audio, and encode the result to `target`."""
+
+def rewrite_clip(source: Path, target: Path, frames: Callable[[np.ndarray], np.ndarray | None] = lambda f: f,
+                 audio: Callable[[np.ndarray, int], np.ndarray | None] = lambda a, sr: a,
+                 video_bitrate: int | None = None, keep_frames: Callable[[int], np.ndarray] | None = None,
+                 audio_start: float = 0.0) -> Path:
+    """Decode a constant-frame-rate `source`, transform its frames and audio (a transform returning None drops that
+    track), and encode the result to `target`. `keep_frames(count)` picks the frame indexes kept at their own times
+    (a variable frame rate); `audio_start` delays the audio track in the container (an edit list), not its samples."""
     info = probe(source)
     rate = info.audio_sample_rate
-    write_mp4(target, frames(read_video(source)), round(info.fps), audio(read_audio(source, rate), rate), rate,
-              video_bitrate=video_bitrate)
+    video, times = frames(read_video(source)), None
+    if keep_frames is not None:
+        kept = keep_frames(len(video))
+        video, times = video[kept], info.video_start + kept / info.fps
+    write_mp4(target, video, round(info.fps), audio(read_audio(source, rate), rate), rate,
+              video_bitrate=video_bitrate, frame_times=times, audio_start=audio_start)
     return target
 
 
@@ -103,6 +127,25 @@ def gaussian_blur(frames: np.ndarray, sigma: float) -> np.ndarray:
 
 def freeze(frames: np.ndarray) -> np.ndarray:
     return np.repeat(frames[:1], len(frames), axis=0)
+
+
+def still_portrait(frames: np.ndarray) -> np.ndarray:
+    """The first frame everywhere except a box around the puppet's mouth, which keeps moving: a still portrait that
+    speaks (the box follows the puppet's geometry: mouth centred 44/256 of the short side below the frame centre)."""
+    height, width = frames.shape[1:3]
+    unit = min(height, width) / 256
+    rows = slice(int(height / 2 + 8 * unit), int(height / 2 + 80 * unit))
+    columns = slice(int(width / 2 - 34 * unit), int(width / 2 + 34 * unit))
+    still = freeze(frames)
+    still[:, rows, columns] = frames[:, rows, columns]
+    return still
+
+
+def irregular_frames(count: int, share: float, seed: int) -> np.ndarray:
+    """Indexes of the frames kept when `share` of them (never the first or last) are dropped at random."""
+    dropped = np.random.default_rng(seed).random(count) < share
+    dropped[[0, -1]] = False
+    return np.flatnonzero(~dropped)
 
 
 def add_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
@@ -207,6 +250,84 @@ def check_frozen(work: Workspace, item: SuiteItem) -> list[Check]:
     ]
 
 
+def describe(outcome: dict[str, Any] | NotApplicable, field: str) -> str:
+    """One field of a score for the table, or why the metric did not measure."""
+    if isinstance(outcome, NotApplicable):
+        return f"not applicable ({outcome})"
+    value = outcome[field]
+    if not isinstance(value, float):
+        return f"{field} {value}"
+    return f"{field} {value:+.1f}" if field.startswith("offset") else f"{field} {value:.3g}"
+
+
+def check_frozen_face(work: Workspace, item: SuiteItem) -> list[Check]:
+    clip = work.puppet(item)
+    frozen = rewrite_clip(clip, work.directory / f"{clip.stem}.frozen.mp4", frames=freeze)
+    still = rewrite_clip(clip, work.directory / f"{clip.stem}.still.mp4", frames=still_portrait)
+    frozen_sync, still_sync = work.outcome("sync", frozen, item), work.outcome("sync", still, item)
+    still_ratio = work.score("technical", still, item)["frozen_ratio"]
+    silent_share = 1 - work.score("sync", clip, item)["speech_seconds"] / ClipMedia(clip).seconds
+    tolerance = work.config.sync_tolerance_frames
+    return [
+        Check("frozen face", f"{item.id}: first frame repeated, speech kept", describe(frozen_sync, "offset_ms"),
+              "sync not applicable: no mouth motion",
+              isinstance(frozen_sync, NotApplicable) and "no mouth motion" in str(frozen_sync)),
+        Check("frozen face", f"{item.id}: still portrait, mouth moving",
+              f"{describe(still_sync, 'offset_frames')} frames; frozen_ratio {still_ratio:.3f}",
+              f"sync |offset| ≤ {tolerance:g} frame; frozen_ratio ≤ share without speech ({silent_share:.3f})",
+              not isinstance(still_sync, NotApplicable) and abs(still_sync["offset_frames"]) <= tolerance
+              and still_ratio <= silent_share),
+    ]
+
+
+def check_timestamps(work: Workspace, item: SuiteItem) -> list[Check]:
+    config, clip = work.config, work.puppet(item)
+    tolerance_ms = config.sync_tolerance_frames * FRAME_MS
+    variable = rewrite_clip(clip, work.directory / f"{clip.stem}.vfr.mp4",
+                            keep_frames=lambda count: irregular_frames(count, config.dropped_frames, config.seed))
+    late = rewrite_clip(clip, work.directory / f"{clip.stem}.late.mp4", audio_start=config.audio_start_ms / 1000)
+    checks = []
+    for path, injected, expected in (
+            (variable, f"{config.dropped_frames:.0%} of frames dropped, the rest at their own times", 0.0),
+            (late, f"audio track starts {config.audio_start_ms:g} ms late (edit list)", config.audio_start_ms)):
+        result = work.outcome("sync", path, item)
+        checks.append(Check("timestamps", f"{item.id}: {injected}", describe(result, "offset_ms") + " ms",
+                            f"sync {expected:+.0f} ms ± {tolerance_ms:g}", not isinstance(result, NotApplicable)
+                            and abs(result["offset_ms"] - expected) <= tolerance_ms))
+    return checks
+
+
+def check_missing_streams(work: Workspace, item: SuiteItem) -> list[Check]:
+    clip = work.puppet(item)
+    video_only = rewrite_clip(clip, work.directory / f"{clip.stem}.video-only.mp4", audio=lambda audio, rate: None)
+    audio_only = rewrite_clip(clip, work.directory / f"{clip.stem}.audio-only.mp4", frames=lambda frames: None)
+    measured = {"brisque": "brisque", "technical": "frozen_ratio", "sync": "offset_ms", "wer": "wer"}
+    cases = [(video_only, "audio track removed", {"brisque", "technical"}, {"sync", "wer"}),
+             (audio_only, "video track removed", {"wer"}, {"brisque", "technical", "sync"})]
+    checks = []
+    for path, injected, scored, refused in cases:
+        names = [name for name in measured if name != "wer" or work.config.wer]
+        outcomes = {name: work.outcome(name, path, item) for name in names}
+        passed = all(isinstance(outcomes[name], NotApplicable) == (name in refused) for name in names)
+        checks.append(Check("missing stream", f"{item.id}: {injected}",
+                            "; ".join(f"{name}: {describe(outcomes[name], measured[name])}" for name in names),
+                            f"{', '.join(n for n in names if n in scored)} measured; "
+                            f"{', '.join(n for n in names if n in refused)} not applicable", passed))
+    return checks
+
+
+def check_one_frame(work: Workspace, item: SuiteItem) -> list[Check]:
+    clip = work.puppet(item)
+    single = rewrite_clip(clip, work.directory / f"{clip.stem}.one-frame.mp4", frames=lambda frames: frames[:1])
+    technical, sync = work.score("technical", single, item), work.outcome("sync", single, item)
+    return [Check("one frame", f"{item.id}: only the first frame kept",
+                  f"sharpness {technical['sharpness']:.1f}, flicker {technical['temporal_flicker']}, "
+                  f"frozen_ratio {technical['frozen_ratio']}; sync {describe(sync, 'offset_ms')}",
+                  "sharpness measured; flicker, frozen_ratio and sync not applicable",
+                  technical["temporal_flicker"] is None and technical["frozen_ratio"] is None
+                  and isinstance(sync, NotApplicable))]
+
+
 def check_repeatability(work: Workspace, item: SuiteItem, names: list[str]) -> list[Check]:
     clip = work.puppet(item)
     checks = []
@@ -233,6 +354,10 @@ def iter_checks(config: ValidateConfig, directory: Path) -> Iterator[Check]:
     yield from check_reencode(work, items)
     yield from check_blur(work, items[0])
     yield from check_frozen(work, items[0])
+    yield from check_frozen_face(work, items[0])
+    yield from check_timestamps(work, items[0])
+    yield from check_missing_streams(work, items[0])
+    yield from check_one_frame(work, items[0])
     if config.wer:
         yield from check_noise(work, items)
         yield from check_other_text(work, items, suite_items)

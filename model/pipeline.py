@@ -50,7 +50,7 @@ from model.sampling import (AUDIO_LATENTS_PER_SECOND, BASE_SAMPLER, DISTILL_SAMP
 from model.text_encoder import (NEGATIVE_PROMPT, T5GemmaTextEncoder, TextEmbedding, TextEncoder,
                                 TinyRandomTextEncoder, TinyTextEncoderConfig)
 from model.turbo_vaed import TurboVAED, TurboVAEDConfig, load_turbo_vaed
-from model.video_io import write_clip
+from model.video_io import write_mp4
 from model.wan_vae import WanVAE, WanVAEConfig, load_wan_vae
 
 log = logging.getLogger(__name__)
@@ -330,7 +330,7 @@ class GenerationResult:
     seed: int
 
     def save(self, path: str | Path) -> None:
-        write_clip(path, self.frames, self.fps, self.audio, self.sample_rate)
+        write_mp4(path, self.frames, self.fps, self.audio, self.sample_rate)
 
 
 def prepare_image(image: str | Path | Image.Image, width: int, height: int) -> torch.Tensor:

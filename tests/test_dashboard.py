@@ -63,7 +63,7 @@ def test_leaderboard_has_one_row_per_model_with_intervals_and_the_manifest(runs,
     view = data.load_run(runs["smoke"])
     wer = view.summary[(view.summary.metric == "wer") & (view.summary.language == "all")].iloc[0]
     assert board["WER: wer ↓"].iloc[0] == f"{wer.value:.3f} [{wer.ci_low:.3f}, {wer.ci_high:.3f}]"
-    for column in ("visual quality: brisque ↓", "sync.abs_offset_ms ↓", "speed.seconds_per_5s ↓"):
+    for column in ("visual quality: brisque ↓", "sync.offset_ms ↓", "speed.seconds_per_5s ↓"):
         assert board[column].iloc[0].count("[") == 1
     assert board["prompts"].iloc[0] == 4 and board["failed clips"].iloc[0] == 0
     assert any("manifest.json" in expander.label for expander in test.expander)
@@ -77,7 +77,7 @@ def test_leaderboard_has_one_row_per_model_with_intervals_and_the_manifest(runs,
 @pytest.mark.slow
 def test_leaderboard_sorts_best_first_by_the_chosen_metric(runs, monkeypatch):
     test = app(monkeypatch, runs["two_models"])
-    test.selectbox(key="leaderboard_sort").set_value("sync.abs_offset_ms ↓").run()
+    test.selectbox(key="leaderboard_sort").set_value("sync.offset_ms ↓").run()
     assert list(test.dataframe[0].value.model) == ["puppet", "late"]  # 200 ms shift: worse sync
     test.toggle(key="leaderboard_best_first").set_value(False).run()
     assert list(test.dataframe[0].value.model) == ["late", "puppet"]
@@ -112,8 +112,10 @@ def test_compare_highlights_the_degraded_language(runs, monkeypatch):
     test = app(monkeypatch, runs["ci"], runs["degraded"], page="compare")
     assert "1 regression(s): WER: wer ↓ puppet/de" in texts(test, "error")
     table = test.dataframe[0].value
-    assert dict(zip(table.language, table.result)) == {"de": "regression", "en": "pass"}
-    assert set(table.metric) == {"WER: wer ↓"} and set(table.prompts) == {5}
+    regressions = table[table.result == "regression"]
+    assert list(zip(regressions.metric, regressions.language)) == [("WER: wer ↓", "de")]
+    assert set(table.metric) == {"WER: wer ↓", "visual quality: technical.frozen_ratio ↓"}
+    assert set(table[table.metric == "WER: wer ↓"].prompts) == {5}
 
 
 @pytest.mark.slow
@@ -169,3 +171,30 @@ def test_find_runs_expands_a_directory_of_runs(tmp_path):
     assert data.find_runs([tmp_path / "runs"]) == [tmp_path / "runs" / "a", tmp_path / "runs" / "b"]
     assert data.find_runs([tmp_path / "runs" / "a", tmp_path / "missing"]) == [tmp_path / "runs" / "a",
                                                                                tmp_path / "missing"]
+
+
+def test_sync_curves_use_the_runs_stored_sync_settings(tmp_path):
+    """Issue 12 item 19: the drill-down's curves come from the sync metric's own `sync_signals` with the settings
+    the run stored, not from defaults, so they cannot disagree with the stored score."""
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from mheval.media import ClipMedia
+    from mheval.metrics import NotApplicable
+    from mheval.metrics.sync import SyncConfig, sync_signals
+    from mheval.suites import load_suite
+    from mheval.validate import ValidateConfig, Workspace
+
+    item = load_suite("smoke").items[0]
+    clip = Workspace(tmp_path, ValidateConfig()).puppet(item)
+    stored = {**asdict(SyncConfig()), "envelope_window_ms": 200.0}
+    curves = data.sync_curves(clip, 0.0, stored)
+    signals = sync_signals(ClipMedia(clip), SyncConfig(envelope_window_ms=200.0))
+    level = (signals.envelope - signals.envelope.min()) / np.ptp(signals.envelope)
+    assert np.allclose(curves.speech, level) and np.allclose(curves["speech − offset"].dropna(), level)
+    assert not np.allclose(data.sync_curves(clip, 0.0, None).speech, level)   # defaults: a 50 ms window
+    with pytest.raises(NotApplicable, match="min_fps"):
+        data.sync_curves(clip, None, {**stored, "min_fps": 30.0})
+    with pytest.raises(NotApplicable, match="another version"):
+        data.sync_curves(clip, None, {"max_offset_frames": 15})

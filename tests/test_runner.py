@@ -14,9 +14,10 @@ import pytest
 
 from mheval.adapters import parse_model_spec
 from mheval.adapters.puppet import PuppetAdapter
-from mheval.media import probe, read_audio, write_mp4
+from mheval.media import probe, read_audio
 from mheval.metrics import Metric, register
 from mheval.runner import RunRequest, run
+from mheval.validate import rewrite_clip
 
 
 @register
@@ -73,34 +74,61 @@ def test_limit_is_per_language(tmp_path, smoke_suite):
     assert len(outcome.items) == len(languages)
 
 
-def _copy_without_audio(source: Path, target: Path) -> None:
-    """Re-encode a clip without its audio track."""
-    from mheval.media import read_video
-
-    write_mp4(target, read_video(source), 25, None, 16000)
-
-
 def test_clips_adapter_reports_missing_extra_and_broken_clips_and_run_continues(tmp_path, smoke_suite):
     made = run(_request(tmp_path))
     clips_dir = tmp_path / "incoming"
     clips_dir.mkdir()
     items = [item.id for item in smoke_suite.items]
-    good, corrupt, empty, silent = items[:4]
+    good, corrupt, empty = items[:3]
     (clips_dir / f"{good}.mp4").write_bytes((made.store.directory / made.store.clips().path[0]).read_bytes())
     (clips_dir / f"{corrupt}.mp4").write_bytes(os.urandom(4096))
     (clips_dir / f"{empty}.mp4").write_bytes(b"")
-    _copy_without_audio(made.store.directory / made.store.clips().path[3], clips_dir / f"{silent}.mp4")
     (clips_dir / "not-an-item.mp4").write_bytes(b"x")
     outcome = run(_request(tmp_path, models=[f"ext=clips:{clips_dir}"], out=tmp_path / "ext"))
     assert outcome.coverage["ext"].extra == ("not-an-item",)
     clips = outcome.store.clips().set_index("item_id")
     assert clips.loc[good, "status"] == "ok"
-    errors = {item: clips.loc[item, "error"] for item in (corrupt, empty, silent)}
+    errors = {item: clips.loc[item, "error"] for item in (corrupt, empty)}
     assert all(clips.loc[item, "status"] == "failed" for item in errors)
     assert "not a readable media file" in errors[corrupt] and f"{corrupt}.mp4" in errors[corrupt]
     assert "file is empty" in errors[empty]
-    assert "no audio stream" in errors[silent]
     assert len(outcome.store.scores()) == 1
+
+
+def test_clips_without_audio_or_video_are_kept_and_scored_where_they_can_be(tmp_path, smoke_suite):
+    """Issue 12 item 5: a video-only clip keeps its visual scores (audio metrics: not applicable, "clip has no
+    audio"), an audio-only clip its audio scores (visual: not applicable); the media facts say which streams it has.
+    Both used to fail entirely."""
+    made = run(_request(tmp_path, limit=1, languages=["en"]))
+    source = made.store.directory / made.store.clips().path[0]
+    item = made.store.clips().item_id[0]
+    folders = {"video": tmp_path / "video-only", "audio": tmp_path / "audio-only"}
+    rewrite_clip(source, folders["video"] / f"{item}.mp4", audio=lambda audio, rate: None)
+    rewrite_clip(source, folders["audio"] / f"{item}.mp4", frames=lambda frames: None)
+    outcome = run(_request(tmp_path, models=[f"{kind}=clips:{folder}" for kind, folder in folders.items()],
+                           out=tmp_path / "partial", limit=1, languages=["en"],
+                           metrics=["loudness-test", "technical"]))
+    clips = outcome.store.clips().set_index("model")
+    assert (clips.status == "ok").all()
+    media = {model: json.loads(clips.loc[model, "meta"])["media"] for model in folders}
+    assert (media["video"]["has_video"], media["video"]["has_audio"]) == (True, False)
+    assert (media["audio"]["has_video"], media["audio"]["has_audio"]) == (False, True)
+    scores = outcome.store.scores().set_index(["clip_sha256", "metric"])
+    status = {(model, metric): scores.loc[(clips.loc[model, "sha256"], metric), "status"]
+              for model in folders for metric in ("loudness-test", "technical")}
+    assert status == {("video", "loudness-test"): "not_applicable", ("video", "technical"): "ok",
+                      ("audio", "loudness-test"): "ok", ("audio", "technical"): "not_applicable"}
+    reason = scores.loc[(clips.loc["video", "sha256"], "loudness-test"), "detail"]
+    assert "clip has no audio" in reason and outcome.failures == 0
+
+
+def test_clip_longer_than_the_limit_is_refused_and_the_run_continues(tmp_path):
+    """Issue 12 item 16: a configurable length limit, refused per clip with the reason."""
+    outcome = run(_request(tmp_path, limit=1, languages=["en", "de"], max_clip_seconds=3.2))
+    clips = outcome.store.clips().set_index("item_id")
+    long, short = clips[clips.status == "failed"], clips[clips.status == "ok"]
+    assert len(long) == 1 and len(short) == 1   # en-kitchen-01 plays 3.68 s, de-platform-01 3.0 s
+    assert "longer than the limit of 3.2 s" in long.error.iloc[0] and "--max-clip-seconds" in long.error.iloc[0]
 
 
 def test_clips_adapter_missing_item_is_a_recorded_failure(tmp_path, smoke_suite):

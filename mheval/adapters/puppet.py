@@ -24,7 +24,7 @@ from mheval.media import write_mp4
 from mheval.suites import SuiteItem
 
 FPS = 25
-VERSION = 2  # bump when the clips it makes change (2: Japanese spoken from its kana reading)
+VERSION = 3  # bump when the clips it makes change (2: Japanese spoken from its kana reading; 3: the shared mp4 writer)
 PAUSE_SECONDS = 0.35  # between dialogue lines, and before the first one so onsets are not at frame 0
 
 

@@ -15,6 +15,9 @@ and listing the module in `METRIC_MODULES`. The runner asks every metric for:
   that loads a large model of its own (a GPU judge) names its own group.
 - `weight_field`: None to summarise clips by the mean of `headline`; a field name to weight each clip's headline by
   it (WER weights by reference length, which makes the summary the corpus-level ratio of edits to words).
+- `summarize(rows, by_language)`: how the clips of one model × language become the summary's value, interval and notes; the
+  default is the (weighted) mean of `headline` above; a metric overrides it when a mean would mislead (sync: the
+  signed median over confident clips).
 """
 from __future__ import annotations
 
@@ -22,18 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pandas as pd
+
 from mheval.files import sha256_file_cached
-from mheval.media import ClipMedia
+from mheval.media import ClipMedia, NotApplicable  # noqa: F401  (NotApplicable is raised by metrics and by ClipMedia)
 from mheval.registry import Registry, config_hash
 from mheval.resources import Resources
+from mheval.stats import Estimate, bootstrap
 from mheval.suites import SuiteItem
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
                   "mheval.metrics.speed")
-
-
-class NotApplicable(Exception):
-    """The clip has nothing this metric can measure (e.g. no face, no speech)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,15 @@ class WeightFile:
     def of(cls, path: str | Path) -> "WeightFile":
         """A local weight file with its sha256 (hashed once per change of the file, see `mheval.files`)."""
         return cls(str(path), sha256_file_cached(path))
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """One model × language of a metric: the headline estimate with its bootstrap interval over prompts, and short
+    notes a reader needs beside the number (e.g. "confident 7/8")."""
+
+    estimate: Estimate
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -86,6 +97,35 @@ class Metric:
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
         raise NotImplementedError
+
+    @classmethod
+    def scored_rows(cls, rows: pd.DataFrame) -> pd.DataFrame:
+        """The rows of a results clip table (`<metric>.<field>` columns) whose score for this metric is ok."""
+        status = rows.get(f"{cls.name}.status")
+        return rows.iloc[:0] if status is None else rows[status == "ok"]
+
+    @classmethod
+    def estimate(cls, rows: pd.DataFrame, field: str | None = None, weighted: bool = True,
+                 by_language: bool = False) -> Estimate:
+        """One field (default `headline`) over the scored clips in `rows`, bootstrapped over prompts. The headline of
+        a metric with a `weight_field` is weighted (corpus-level WER) unless `weighted` is False (the per-utterance
+        mean); `by_language`: the macro-average over languages, resampled within each language."""
+        scored = cls.scored_rows(rows)
+        column = f"{cls.name}.{field or cls.headline}"
+        if scored.empty or column not in scored:
+            return Estimate(float("nan"), float("nan"), float("nan"), 0)
+        weights = None
+        if weighted and cls.weight_field and field in (None, cls.headline):
+            weights = pd.to_numeric(scored[f"{cls.name}.{cls.weight_field}"], errors="coerce").to_numpy()
+        values = pd.to_numeric(scored[column], errors="coerce").to_numpy()
+        strata = scored.language.to_numpy() if by_language else None
+        return bootstrap(scored.item_id.to_numpy(), values, weights, strata=strata)
+
+    @classmethod
+    def summarize(cls, rows: pd.DataFrame, by_language: bool = False) -> GroupSummary:
+        """The headline's (weighted) mean over the scored clips, bootstrapped over prompts; `by_language`: the
+        macro-average over languages (the summary's `all` row)."""
+        return GroupSummary(cls.estimate(rows, by_language=by_language))
 
 
 _METRICS: Registry[Metric] = Registry("metric", METRIC_MODULES)

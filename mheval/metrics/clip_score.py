@@ -32,7 +32,6 @@ import numpy as np
 
 from mheval.metrics import ClipContext, Metric, WeightFile, register
 from mheval.metrics.options import parse_options
-from mheval.metrics.visual import sample_indices
 
 QUALITY_PAIRS = {
     "clip_iqa": ("Good photo.", "Bad photo."),
@@ -40,6 +39,7 @@ QUALITY_PAIRS = {
     "clip_iqa_clean": ("Clean photo.", "Noisy photo."),
 }
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+CLIP_SHORT_SIDE = 224
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,8 @@ class ClipBackbone:
         self.context_length = self.tokenizer.context_length
         self._last_images: tuple[tuple, np.ndarray] | None = None
 
-    def image_features(self, key: tuple, frames: np.ndarray) -> np.ndarray:
-        """L2-normalised image embeddings [N, D] of uint8 RGB frames [N, H, W, 3]."""
+    def image_features(self, key: tuple, frames: list[np.ndarray]) -> np.ndarray:
+        """L2-normalised image embeddings [N, D] of N uint8 RGB frames [H, W, 3]."""
         if self._last_images is None or self._last_images[0] != key:
             import torch
             from PIL import Image
@@ -200,17 +200,19 @@ class ClipMetric(Metric):
         return load_backbone(self.settings.model, checkpoint.resolve())
 
     def frame_features(self, clip: ClipContext) -> np.ndarray:
-        frames = clip.media.frames
-        indices = sample_indices(len(frames), clip.media.fps, self.settings.frames_per_second)
+        """Embeddings of frames sampled every 1 / `frames_per_second` seconds, decoded straight to a 224-pixel short
+        side (the CLIP models' input size; their preprocessing then only centre-crops)."""
+        every = 1 / self.settings.frames_per_second
         stat = clip.media.path.stat()
-        key = (str(clip.media.path.resolve()), stat.st_mtime_ns, stat.st_size, tuple(indices))
-        return self.backbone.image_features(key, frames[indices])
+        key = (str(clip.media.path.resolve()), stat.st_mtime_ns, stat.st_size, every)
+        frames = [frame.image for frame in clip.media.frames(short_side=CLIP_SHORT_SIDE, every_seconds=every)]
+        return self.backbone.image_features(key, frames)
 
 
 @register
 class ClipTextAlignment(ClipMetric):
     name = "clip_score"
-    version = "1"
+    version = "2"
     inputs = ("video", "prompt")
     fields = ("clip_score", "clip_score_worst")
     headline = "clip_score"
@@ -228,7 +230,7 @@ class ClipTextAlignment(ClipMetric):
 @register
 class ClipImageQuality(ClipMetric):
     name = "clip_iqa"
-    version = "1"
+    version = "2"
     fields = tuple(QUALITY_PAIRS)
     headline = "clip_iqa"
     description = "CLIP-IQA-style quality: P(positive prompt) for good/bad, sharp/blurry, clean/noisy; mean of frames"
