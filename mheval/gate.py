@@ -46,7 +46,7 @@ EXIT_CANNOT_COMPARE = 2
 # changes (decoding settings, dtype, keys added later) means other transcripts, so the gate refuses.
 ASR_WEIGHT_KEYS = ("name", "sha256", "converter_version")
 ASR_DECODING_KEY = "decoding"
-ASR_MINOR_KEYS = ("path", "device", "torch", "openai_whisper")
+ASR_MINOR_KEYS = ("path", "device", "torch", "openai_whisper", "faster_whisper", "ctranslate2")
 
 PASS, REGRESSION, IMPROVED, MISSING, NEW = "pass", "regression", "improved", "missing", "new"
 PROMPT_COLUMNS = ["model", "language", "item_id", "item_sha256", "value", "weight"]
