@@ -163,11 +163,14 @@ def add_report_parser(sub) -> None:
     parser = sub.add_parser("report", help="print the tables of a stored run again",
                             description="Print the comparison tables of an existing run directory.")
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--wide", action="store_true",
+                        help="one row per model and language with every metric, both interval bounds and the "
+                             "speed table (the compact default fits 100 columns)")
     parser.set_defaults(handler=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mheval.report import print_report
+    from mheval.report import make_console, print_report
     from mheval.results import clip_table, latest_metric_keys, summary
     from mheval.store import RunStore
 
@@ -178,7 +181,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     notices = {label: spec.get("notice") for label, spec in manifest.get("models", {}).items()}
     unavailable = {name: m["unavailable"] for name, m in manifest.get("metrics", {}).items() if m.get("unavailable")}
     print_report(summary(table, [key.name for key in keys] + sorted(set(unavailable) - {k.name for k in keys})),
-                 notices, unavailable, clips=table)
+                 notices, unavailable, clips=table, console=make_console(args.wide), wide=args.wide)
     return EXIT_OK
 
 

@@ -122,8 +122,19 @@ def summary(table: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
                 "ok": int((status == "ok").sum()), "not_applicable": int((status == "not_applicable").sum()),
                 "failed": int((status == "failed").sum()) + int((group.clip_status != "ok").sum()),
                 "lower_is_better": metric.lower_is_better,
+                "notes": "; ".join(_notes(group, name, language, result.n)),
             })
     return pd.DataFrame(rows)
+
+
+def _notes(group: pd.DataFrame, metric: str, language: str, n: int) -> list[str]:
+    """Short flags the report shows as footnotes: too few prompts for an interval; Cantonese read as Mandarin."""
+    notes = ["n<5"] if 0 < n < 5 else []
+    details = group.get(f"{metric}.detail", pd.Series(dtype=object))
+    if language == "yue" and any(json.loads(text).get("language_used") == "zh"
+                                 for text in details if isinstance(text, str)):
+        notes.append("yue→zh ASR")
+    return notes
 
 
 def _groups(table: pd.DataFrame):
