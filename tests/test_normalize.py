@@ -100,6 +100,11 @@ CASES = [
     ("¥100です", "百円です", "ja", (0, 0, 0, 4), 0.0),
     # ¥50 → 五十元: "我有五十元" (5); 0/5
     ("我有¥50", "我有五十元", "zh", (0, 0, 0, 5), 0.0),
+    # --- ordinals with a suffix ---
+    # 5th → fifth: "the apartment on fifth street" (5); 0/5
+    ("The apartment on Fifth Street.", "the apartment on 5th street", "en", (0, 0, 0, 5), 0.0),
+    # 1er → premier, 3e → troisième: "le premier et le troisième" (5); 0/5
+    ("Le 1er et le 3e", "le premier et le troisième", "fr", (0, 0, 0, 5), 0.0),
     # --- Mandarin number variants ---
     # 2个 (→ 二个) and 两个 meet: "我有二个苹果" (6); 0/6
     ("我有2个苹果", "我有两个苹果", "zh", (0, 0, 0, 6), 0.0),

@@ -14,7 +14,9 @@ is applied symmetrically; a rule only has to be consistent, not linguistically p
    and ko; it has no Chinese, so zh and yue use cn2an, which also reads years digit by digit (1990年 → 一九九零年)
    and `%` as 百分之. `%` becomes the language's word elsewhere. In Mandarin and Cantonese, 两 becomes 二 (cn2an
    writes 2 as 二, a speaker and Whisper say 两个) and 〇 becomes 零 (一九九〇 / 一九九零), on both sides and
-   everywhere, numeric or not. Not handled: ordinals (1st, 3.), years spoken as pairs in English ("nineteen
+   everywhere, numeric or not. Ordinals written with a suffix become words in English (5th → fifth) and French
+   (1er → premier, 5e / 5ème → cinquième). Not handled: German ordinals ("5." is also a sentence end), years
+   spoken as pairs in English ("nineteen
    ninety" vs 1990 → "one thousand nine hundred and ninety"), native Korean numerals (하나, 둘), amounts with cents
    ("$3.50" reads "three point five dollars", not "three dollars fifty").
 3b. Currencies: a symbol becomes the language's word and moves after its amount, so "$50", "50 $" and "fifty
@@ -63,7 +65,7 @@ from opencc import OpenCC
 from mheval.languages import language as language_info
 
 # Changes whenever normalisation behaviour changes; the libraries that spell numbers and fold scripts are part of it.
-# (3: currencies, 两/二 and 〇/零; openai-whisper's British → American table read without importing torch.)
+# (3: currencies, ordinals in en/fr, 两/二 and 〇/零; openai-whisper's British → American table read without importing torch.)
 NORMALIZER_VERSION = "3;" + ";".join(
     f"{dist}={version(dist)}" for dist in ("num2words", "cn2an", "opencc-python-reimplemented", "openai-whisper")
 )
@@ -122,6 +124,10 @@ CURRENCY_SINGULARS = {  # applied after case folding, word by word
     "fr": {"dollar": "dollars", "euro": "euros", "livre": "livres", "yen": "yens", "won": "wons"},
 }
 CURRENCY_BEFORE_AMOUNT = re.compile(rf"([{CURRENCY_SYMBOLS}])\s?(\d+(?:\.\d+)?)")
+ORDINAL_SUFFIXES = {
+    "en": re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE),
+    "fr": re.compile(r"\b(\d+)(?:er|re|ère|e|ème|eme)\b", re.IGNORECASE),
+}
 CHINESE_NUMBER_VARIANTS = str.maketrans({"两": "二", "〇": "零"})
 
 
@@ -156,9 +162,16 @@ def currencies_to_words(text: str, lang: str) -> str:
     return re.sub(f"[{CURRENCY_SYMBOLS}]", lambda m: f" {words[m.group()]} ", text)
 
 
+def ordinals_to_words(text: str, lang: str) -> str:
+    pattern = ORDINAL_SUFFIXES.get(lang)
+    if pattern is None:
+        return text
+    return pattern.sub(lambda m: f" {num2words(int(m.group(1)), to='ordinal', lang=lang)} ", text)
+
+
 def numbers_to_words(text: str, lang: str) -> str:
     fmt = NUMBER_FORMATS[lang]
-    text = currencies_to_words(canonical_numbers(text, fmt), lang)
+    text = currencies_to_words(ordinals_to_words(canonical_numbers(text, fmt), lang), lang)
     if lang in CHINESE_NUMERALS:
         return cn2an.transform(text, "an2cn")
     text = re.sub(r"\d+(?:\.\d+)?", lambda m: spell_number(m, lang), text)
