@@ -70,7 +70,7 @@ def compact_value(row) -> str:
     scale = 100.0 if row.metric in PERCENT_METRICS else 1.0
     value = row.value * scale
     magnitude = abs(value)
-    digits = 2 if magnitude < 1 else 1 if magnitude < 10 else 0
+    digits = 0 if magnitude == 0 or magnitude >= 10 else 2 if magnitude < 1 else 1
     text = f"{value:.{digits}f}"
     if not math.isnan(row.ci_low):
         text += f" ±{(row.ci_high - row.ci_low) * scale / 2:.{digits}f}"
@@ -119,17 +119,20 @@ def _model_cell(model: str, notices: dict[str, str | None], footnotes: Footnotes
     return model + footnotes.mark(f"{model}: {notice}") if notice else model
 
 
+def compact_table() -> Table:
+    return Table(box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
+
+
 def language_table(summary: pd.DataFrame, notices: dict[str, str | None], footnotes: Footnotes,
-                   metric: str = LANGUAGE_METRIC) -> Table | None:
-    """Models × languages for one metric (WER/CER), compact cells with note markers."""
+                   metric: str = LANGUAGE_METRIC) -> tuple[str, Table] | None:
+    """Models × languages for one metric (WER/CER), compact cells with note markers; with its title."""
     rows = summary[summary.metric == metric]
     if rows.empty:
         return None
     character = [code for code, lang in LANGUAGES.items() if lang.character_level and code in set(rows.language)]
     unit = f"WER % (CER for {' '.join(character)})" if character else "WER %"
-    table = Table(title=f"{unit} ↓ by language: corpus value ± half its 95% interval over prompts",
-                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
-                  title_justify="left")
+    title = f"{unit} ↓ by language: corpus value ± half its 95% interval over prompts"
+    table = compact_table()
     table.add_column("model", overflow="fold")
     languages = _languages(rows)
     for language in languages:
@@ -139,7 +142,7 @@ def language_table(summary: pd.DataFrame, notices: dict[str, str | None], footno
         table.add_row(_model_cell(model, notices, footnotes), *(
             compact_value(cells.get(language)) + footnotes.marks(row_notes(cells.get(language)))
             for language in languages))
-    return table
+    return title, table
 
 
 def headline_table(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
@@ -150,9 +153,7 @@ def headline_table(summary: pd.DataFrame, notices: dict[str, str | None], unavai
     metrics = [m for m in dict.fromkeys(everything.metric) if m not in exclude and m not in unavailable]
     if not metrics:
         return None, ""
-    table = Table(title="other metrics over all languages: value ± half its 95% interval",
-                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
-                  title_justify="left")
+    table = compact_table()
     table.add_column("model", overflow="fold")
     legend = []
     for name in metrics:
@@ -248,9 +249,13 @@ def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavaila
     footnotes = Footnotes()
     by_language = language_table(summary, notices, footnotes, primary)
     if by_language is not None:
-        console.print(by_language)
+        title, table = by_language
+        console.print(title, style="bold", highlight=False)
+        console.print(table)
     others, legend = headline_table(summary, notices, unavailable, footnotes, exclude=(primary,))
     if others is not None:
+        console.print("other metrics over all languages: value ± half its 95% interval", style="bold",
+                      highlight=False)
         console.print(others)
         if legend:
             console.print(legend, highlight=False)
