@@ -71,7 +71,7 @@ def add_run_parser(sub) -> None:
     parser.add_argument("--metrics", default=None,
                         help="comma-separated metric names (default: all: %s)" % ", ".join(_metric_names()))
     parser.add_argument("--metric-option", action="append", default=[], metavar="METRIC.KEY=VALUE",
-                        help="metric option, e.g. wer.asr=large-v3 or wer.asr=/path/model.pt")
+                        help="metric option, e.g. wer.beam_size=1, wer.device=cuda, wer.engine=openai-whisper")
     parser.add_argument("--limit", type=int, default=None, help="at most N items per language")
     parser.add_argument("--languages", default=None, help="comma-separated language codes (zh,yue,en,ja,ko,de,fr)")
     parser.add_argument("--seed", type=int, default=42, help="generation seed (default 42)")

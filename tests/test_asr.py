@@ -95,6 +95,18 @@ def test_long_clip_is_windowed_in_pauses(base, speech):
     assert error_counts(" ".join(ENGLISH * 2), transcript.text, "en").rate < WER_BOUNDS["en"], transcript.text
 
 
+def test_batched_pipeline_reads_as_the_sequential_one(base, speech):
+    """The GPU path (faster-whisper's batched pipeline over the windows, then the fallback for repetitive ones),
+    run on the CPU: same windows, and the text differs from the sequential decode by at most 5 % of words."""
+    pause = np.zeros(int(1.5 * asr.SAMPLE_RATE), np.float32)
+    clip = np.concatenate([piece for audio in speech["en"] * 2 for piece in (pause, audio)] + [pause])
+    batched = asr.load_asr(ASRSettings(batch_size=4)).transcribe(clip, "en")
+    sequential = base.transcribe(clip, "en")
+    assert [(w["start_seconds"], w["end_seconds"]) for w in batched.info["windows"]] == [
+        (w["start_seconds"], w["end_seconds"]) for w in sequential.info["windows"]]
+    assert error_counts(sequential.text, batched.text, "en").rate <= 0.05, (sequential.text, batched.text)
+
+
 def test_cantonese_is_read_as_mandarin_by_base(base, tmp_path):
     assert base.transcribe(speak("你好", "yue", tmp_path), "yue").language_used == "zh"
 

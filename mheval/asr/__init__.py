@@ -155,6 +155,7 @@ def speech_windows(audio: np.ndarray) -> list[tuple[int, int]]:
         return [(0, audio.size)]
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+    # faster-whisper's batched-pipeline settings; a second of margin for the padding around each chunk
     chunks = get_speech_timestamps(audio, VadOptions(max_speech_duration_s=WINDOW_SECONDS - 1,
                                                      min_silence_duration_ms=160), SAMPLE_RATE)
     windows: list[tuple[int, int]] = []

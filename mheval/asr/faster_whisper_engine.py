@@ -62,14 +62,10 @@ class FasterWhisperASR(ASR):
         that comes back repetitive (or unconfident, with the low-log-probability fallback) is decoded again on its
         own with the fallback, so the policy is the sequential one."""
         d = self.decoding
-        options = self.decode_options(max(caps))
-        for unused in ("best_of", "compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold",
-                       "condition_on_previous_text", "vad_filter"):
-            options.pop(unused)
         segments, _ = self.pipeline.transcribe(
             audio, language=language, batch_size=self.settings.batch_size,
             clip_timestamps=[{"start": start / SAMPLE_RATE, "end": end / SAMPLE_RATE} for start, end in windows],
-            **{**options, "temperature": d.temperatures[0]})
+            **{**self.decode_options(max(caps)), "temperature": d.temperatures[0]})
         segments = list(segments)  # without timestamps: exactly one segment per window, in order
         if len(segments) != len(windows):
             raise RuntimeError(f"batched decode returned {len(segments)} segments for {len(windows)} windows")
