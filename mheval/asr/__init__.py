@@ -26,12 +26,12 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
-from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
 from mheval.asr.weights import weights_identity
 from mheval.languages import language as language_info
+from mheval.manifest import installed_version
 
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 30
@@ -116,13 +116,6 @@ class Transcript:
     info: dict = field(default_factory=dict)  # seconds, decode_seconds, windows (one dict each), cap_hit
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
-
-
 @cache
 def asr_identity(settings: ASRSettings) -> dict:
     """Everything that determines the transcripts, without loading the model: weights, engine, compute type,
@@ -144,7 +137,7 @@ def asr_identity(settings: ASRSettings) -> dict:
         "batch_size": s.batch_size,
         "decoding": {**asdict(s.decoding), "condition_on_previous_text": False, "without_timestamps": True,
                      "window_seconds": WINDOW_SECONDS, "windowing": WINDOWING},
-        **{key: _version(distribution) for key, distribution in libraries},
+        **{key: installed_version(distribution) for key, distribution in libraries},
     }
 
 
