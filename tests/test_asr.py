@@ -1,5 +1,6 @@
 """Real Whisper base (the PyPI CTranslate2 packages) on speech synthesised here with espeak-ng, on both engines."""
 import subprocess
+import sys
 from math import gcd
 
 import numpy as np
@@ -175,3 +176,14 @@ def test_conversion_is_cached_and_rebuilt_when_corrupt(tmp_path, monkeypatch):
     assert len(conversions) == 2  # sha256 mismatch → rebuilt
     assert path.with_suffix(".sha256").read_text() == weights.sha256_file(path)
     assert load_checkpoint(path, "cpu").dims.n_text_layer == 6
+
+
+def test_wer_with_the_default_engine_never_imports_torch():
+    """Peak memory: the default engine needs neither torch nor openai-whisper (issue 13: WER scoring used 5x the
+    memory of plain faster-whisper). Everything `mheval run --metrics wer` loads, then one transcription."""
+    code = ("import sys, numpy as np; from mheval.cli import build_parser; build_parser(); "
+            "import mheval.runner, mheval.report, mheval.results, mheval.gate; from mheval.metrics import create_metric; "
+            "create_metric('wer').asr.transcribe(np.zeros(16000, np.float32), 'en'); "
+            "print(sorted(m for m in ('torch', 'whisper') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
