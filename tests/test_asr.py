@@ -187,3 +187,19 @@ def test_wer_with_the_default_engine_never_imports_torch():
             "print(sorted(m for m in ('torch', 'whisper') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def _cuda_devices() -> int:
+    import ctranslate2
+
+    return ctranslate2.get_cuda_device_count()
+
+
+@pytest.mark.skipif(_cuda_devices() == 0, reason="needs a CUDA GPU visible to CTranslate2")
+def test_cuda_float16_batched_reads_as_the_cpu(base, speech):
+    """wer.device=cuda: float16 and the batched pipeline. Runs only on a GPU machine (never in this project's CI)."""
+    gpu = asr.load_asr(ASRSettings(device="cuda"))
+    assert (gpu.identity["compute_type"], gpu.identity["batch_size"]) == ("float16", 8)
+    pairs = [(base.transcribe(audio, "en").text, gpu.transcribe(audio, "en").text) for audio in speech["en"]]
+    between = sum((error_counts(cpu, cuda, "en") for cpu, cuda in pairs), ErrorCounts(0, 0, 0, 0, 0))
+    assert between.rate <= 0.10, pairs
