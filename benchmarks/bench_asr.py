@@ -1,86 +1,75 @@
-"""Whisper base decode time per 5-second clip: mheval's decoder vs openai-whisper's own `transcribe`, same model.
+"""Whisper base on puppet clips: engines and compute types compared on accuracy, speed and agreement.
 
-    .venv/bin/python benchmarks/bench_asr.py [--clips 4] [--threads 1,2]
+    .venv/bin/python benchmarks/bench_asr.py [--per-language 6] [--languages en,de,fr,zh,ja,ko]
+                                             [--configs faster-whisper:int8,faster-whisper:float32,openai-whisper:float32]
 
-Both sides use the same loaded model and the same decoding (beam 5 at temperature 0, best_of 5 on the fallback
-temperatures, thresholds, no conditioning on previous text, same decode-length cap); mheval additionally computes the
-encoder once per window and keeps the cross-attention cache un-broadcast for the beams (transcripts are compared).
-Clips are espeak-ng English sentences padded with silence to exactly 5 s. Prints wall and process CPU seconds per
-clip and their ratios, measured in this one run.
+The same puppet clips (multilingual suite, made once) are transcribed by each ASR configuration, in one process,
+with mheval's decoding policy (beam 5, language forced, repetition-only fallback, length cap): per configuration
+the corpus WER/CER per language, and wall / process CPU seconds per clip (model load excluded, after one warm-up
+clip). Then the agreement of every configuration with the first openai-whisper one (the cross-check engine):
+identical transcripts, and the error rate of one transcript read against the other. This chose the CPU default
+compute type (`mheval.asr.DEFAULT_COMPUTE_TYPE`) and records that the two engines agree.
 """
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
-from math import gcd
 from pathlib import Path
 
-import numpy as np
-import torch
-import whisper
-from scipy.io import wavfile
-from scipy.signal import resample_poly
 
-from mheval.asr import SAMPLE_RATE, load_asr
+from mheval.adapters.puppet import PuppetAdapter
+from mheval.asr import ASRSettings, load_asr
+from mheval.media import read_audio
+from mheval.metrics.normalize import ErrorCounts, error_counts
+from mheval.runner import select_items
+from mheval.suites import load_suite
 
-SENTENCES = [
-    "The weather is lovely today, so we are going for a walk in the park by the river.",
-    "Please remember to turn off the lights and lock the door when you leave the office.",
-    "My brother bought a new car last Saturday, and he drove it all the way to the coast.",
-    "Could you please pass me the salt and pepper, and maybe a little more bread as well?",
-    "I have been working on this project for three weeks and it is nearly finished now.",
-    "We should meet at the train station at nine o'clock, before the crowds arrive there.",
-]
-
-
-def five_second_clip(text: str, directory: Path) -> np.ndarray:
-    wav = directory / "clip.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "190", "-w", str(wav), text], check=True)
-    rate, samples = wavfile.read(wav)
-    g = gcd(SAMPLE_RATE, rate)
-    audio = resample_poly(samples.astype(np.float32) / 32768, SAMPLE_RATE // g, rate // g).astype(np.float32)
-    return np.pad(audio, (0, max(0, 5 * SAMPLE_RATE - audio.size)))[: 5 * SAMPLE_RATE]
-
-
-def stock_transcribe(asr, audio: np.ndarray) -> str:
-    d = asr.decoding
-    return whisper.transcribe(
-        asr.model, audio, language="en", fp16=False, verbose=None, temperature=d.temperatures,
-        compression_ratio_threshold=d.compression_ratio_threshold, logprob_threshold=d.logprob_threshold,
-        no_speech_threshold=d.no_speech_threshold, condition_on_previous_text=False, beam_size=d.beam_size,
-        best_of=d.best_of, sample_len=d.sample_len(audio.size / SAMPLE_RATE, asr.model.dims.n_text_ctx),
-        without_timestamps=True,
-    )["text"].strip()
-
-
-def timed(fn) -> tuple[float, float, str]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    text = fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, text
+ZERO = ErrorCounts(0, 0, 0, 0, 0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=4)
-    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--per-language", type=int, default=6)
+    parser.add_argument("--languages", default="en,de,fr,zh,ja,ko")
+    parser.add_argument("--configs", default="faster-whisper:int8,faster-whisper:float32,openai-whisper:float32")
     args = parser.parse_args()
-    asr = load_asr("base")
+    languages = args.languages.split(",")
+    items = select_items(load_suite("multilingual"), args.per_language, languages)
     with tempfile.TemporaryDirectory() as tmp:
-        clips = [five_second_clip(text, Path(tmp)) for text in SENTENCES[: args.clips]]
-    asr.transcribe(clips[0], "en")  # warm-up
-    print(f"{len(clips)} clips of 5.0 s, Whisper base, beam {asr.decoding.beam_size}, fp32 CPU")
-    print("threads  decoder          wall s/clip  CPU s/clip")
-    for threads in map(int, args.threads.split(",")):
-        torch.set_num_threads(threads)
-        stock = [timed(lambda: stock_transcribe(asr, clip)) for clip in clips]
-        ours = [timed(lambda: asr.transcribe(clip, "en").text) for clip in clips]
-        same = sum(s[2] == o[2] for s, o in zip(stock, ours))
-        for name, runs in (("whisper.transcribe", stock), ("mheval ASR", ours)):
-            print(f"{threads:7d}  {name:18s} {np.mean([r[0] for r in runs]):10.2f}  {np.mean([r[1] for r in runs]):10.2f}")
-        print(f"         speed-up wall {sum(r[0] for r in stock) / sum(r[0] for r in ours):.2f}x, "
-              f"CPU {sum(r[1] for r in stock) / sum(r[1] for r in ours):.2f}x; identical transcripts {same}/{len(clips)}")
+        audio = {}
+        for item in items:
+            clip = Path(tmp) / f"{item.id}.mp4"
+            PuppetAdapter().generate(item, clip, seed=0)
+            audio[item.id] = read_audio(clip)
+    print(f"{len(items)} puppet clips ({', '.join(languages)}), Whisper base, beam 5, mheval decoding policy")
+    print(f"{'configuration':28s} " + " ".join(f"{lang:>6s}" for lang in languages) + "   wall s/clip  CPU s/clip")
+    transcripts: dict[str, dict[str, str]] = {}
+    for config in args.configs.split(","):
+        engine, compute_type = config.split(":")
+        asr = load_asr(ASRSettings(engine=engine, compute_type=compute_type))
+        asr.transcribe(audio[items[0].id], items[0].language)  # warm-up
+        texts, wall, cpu = {}, 0.0, 0.0
+        for item in items:
+            started, started_cpu = time.perf_counter(), time.process_time()
+            texts[item.id] = asr.transcribe(audio[item.id], item.language).text
+            wall, cpu = wall + time.perf_counter() - started, cpu + time.process_time() - started_cpu
+        transcripts[config] = texts
+        rates = [sum((error_counts(i.reference_text, texts[i.id], i.language) for i in items if i.language == lang),
+                     ZERO).rate for lang in languages]
+        print(f"{config:28s} " + " ".join(f"{100 * r:6.1f}" for r in rates)
+              + f"   {wall / len(items):11.2f}  {cpu / len(items):10.2f}", flush=True)
+    reference = next((c for c in transcripts if c.startswith("openai-whisper")), None)
+    if reference:
+        print(f"agreement with {reference} (same clips): identical transcripts; WER/CER of one read against the other")
+        for config, texts in transcripts.items():
+            if config == reference:
+                continue
+            same = sum(texts[i.id] == transcripts[reference][i.id] for i in items)
+            between = [sum((error_counts(transcripts[reference][i.id], texts[i.id], i.language)
+                            for i in items if i.language == lang), ZERO).rate for lang in languages]
+            print(f"{config:28s} identical {same}/{len(items)}; per language "
+                  + " ".join(f"{lang} {100 * r:.1f}%" for lang, r in zip(languages, between)))
 
 
 if __name__ == "__main__":

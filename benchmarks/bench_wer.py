@@ -1,85 +1,121 @@
-"""WER scoring speed: `mheval run` vs N sequential `whisper` command-line runs, and a repeated run vs the first.
+"""WER scoring cost: `mheval run --metrics wer` vs plain faster-whisper on the same clips; a repeated run.
 
-    .venv/bin/python benchmarks/bench_wer.py [--per-language 4] [--languages en,de,fr]
+    .venv/bin/python benchmarks/bench_wer.py [--per-language 4] [--languages en,de,fr] [--repeats 3]
 
-(a) Scores the same N puppet clips (N = languages × per-language) with
-    - `mheval run --models clips:DIR --metrics wer` (one process: model loaded once, audio decoded with PyAV), and
-    - one `whisper CLIP --model base.pt --language L` process per clip (the openai-whisper command line, same
-      converted Whisper base weights; needs the ffmpeg program, which mheval itself does not).
-    Both decode with beam search 5 at temperature 0 and best-of-5 sampling on fallback (the CLI's defaults and
-    mheval's), so the difference is process start-up, model loading, and mheval's decoding path.
-(b) Runs the identical `mheval run` command a second time and prints second / first.
-All timings are wall-clock in this one run, on this machine.
+(a) The same N puppet clips (N = languages × per-language, made once with the puppet adapter) are scored by
+    - `python -m mheval.cli run --models clips:DIR --metrics wer` (fresh run directory each time, so every clip is
+      decoded, scored and stored, and the report printed), and
+    - a plain faster-whisper script (this file with `--plain`): `WhisperModel(folder, compute_type="int8")`, each
+      clip read with `faster_whisper.decode_audio` and transcribed with the same beam (5), the language forced and
+      mheval's decoding settings, nothing else.
+    Each side is its own process, model load and imports included, alternating (mheval, plain, plain, mheval, …).
+    Reported: median wall time and median peak RSS (the process's own ru_maxrss, from wait4) of each side, and
+    their ratios (targets: wall ≤ 1.2, memory ≤ 1.5), plus how many transcripts are identical.
+(b) The identical `mheval run` command a second time on a finished run directory: second / first.
+All figures come from this one run, on this machine.
 """
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from mheval.adapters.puppet import PuppetAdapter
-from mheval.asr import base_checkpoint_path
-from mheval.runner import select_items
-from mheval.suites import load_suite
-
-VENV_BIN = Path(sys.executable).parent
+CLIP_SUFFIX = ".mp4"
 
 
-def make_clips(directory: Path, languages: list[str], per_language: int) -> list:
-    items = select_items(load_suite("multilingual"), per_language, languages)
-    for item in items:
-        PuppetAdapter().generate(item, directory / f"{item.id}.mp4", seed=0)
-    return items
+def plain_faster_whisper(folder: str, clips: Path, languages: dict[str, str], out: Path) -> None:
+    """The plain faster-whisper side: what a user would write, with mheval's decoding settings."""
+    from faster_whisper import WhisperModel, decode_audio
+
+    model = WhisperModel(folder, device="cpu", compute_type="int8")
+    transcripts = {}
+    for item_id, language in languages.items():
+        audio = decode_audio(str(clips / f"{item_id}{CLIP_SUFFIX}"), sampling_rate=16_000)
+        segments, _ = model.transcribe(
+            audio, language="zh" if language == "yue" else language, beam_size=5, best_of=5,
+            temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], compression_ratio_threshold=2.4, log_prob_threshold=None,
+            no_speech_threshold=None, condition_on_previous_text=False, without_timestamps=True,
+            max_new_tokens=min(224, 16 + int(-(-15 * len(audio) // 16_000))))
+        transcripts[item_id] = " ".join(s.text.strip() for s in segments)
+    out.write_text(json.dumps(transcripts, ensure_ascii=False))
 
 
-def timed(command: list[str]) -> float:
+def measured(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of one child process."""
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
-
-
-def mheval_run(clips: Path, out: Path, languages: list[str], per_language: int) -> float:
-    return timed([str(VENV_BIN / "mheval"), "run", "--suite", "multilingual", "--models", f"clips:{clips}",
-                  "--metrics", "wer", "--languages", ",".join(languages), "--limit", str(per_language),
-                  "--out", str(out), "--no-progress"])
-
-
-def whisper_cli_runs(clips: Path, items: list, checkpoint: Path, out: Path) -> float:
-    total = 0.0
-    for item in items:
-        language = "zh" if item.language == "yue" else item.language
-        total += timed([str(VENV_BIN / "whisper"), str(clips / f"{item.id}.mp4"), "--model", str(checkpoint),
-                        "--language", language, "--device", "cpu", "--fp16", "False", "--output_dir", str(out),
-                        "--output_format", "txt"])
-    return total
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) not in (0, 3):
+        raise SystemExit(f"{command[:4]} failed: {process.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024 ** 2
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-language", type=int, default=4)
     parser.add_argument("--languages", default="en,de,fr")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side (alternating)")
+    parser.add_argument("--plain", nargs=4, metavar=("FOLDER", "CLIPS", "ITEMS_JSON", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if shutil.which("ffmpeg") is None:
-        sys.exit("the whisper command line needs the ffmpeg program: apt-get install ffmpeg")
+    if args.plain:
+        folder, clips, items, out = args.plain
+        return plain_faster_whisper(folder, Path(clips), json.loads(Path(items).read_text()), Path(out))
+
+    from mheval.adapters.puppet import PuppetAdapter
+    from mheval.asr.weights import base_folder
+    from mheval.runner import select_items
+    from mheval.suites import load_suite
+
     languages = args.languages.split(",")
-    checkpoint = base_checkpoint_path()
+    folder = str(base_folder())
     with tempfile.TemporaryDirectory() as tmp:
-        clips = Path(tmp) / "clips"
+        tmp = Path(tmp)
+        clips = tmp / "clips"
         clips.mkdir()
-        items = make_clips(clips, languages, args.per_language)
-        print(f"{len(items)} puppet clips ({', '.join(languages)}), Whisper base ({checkpoint.name}), "
-              f"beam 5 / best-of 5 fallback in both")
-        cli = whisper_cli_runs(clips, items, checkpoint, Path(tmp) / "cli")
-        first = mheval_run(clips, Path(tmp) / "run", languages, args.per_language)
-        print(f"(a) {len(items)} sequential whisper CLI runs: {cli:.1f} s   mheval run: {first:.1f} s   "
-              f"speed-up {cli / first:.2f}x (target >= 4x)")
-        second = mheval_run(clips, Path(tmp) / "run", languages, args.per_language)
-        print(f"(b) identical second mheval run: {second:.2f} s = {100 * second / first:.1f}% of the first "
-              f"(target <= 5%)")
+        items = select_items(load_suite("multilingual"), args.per_language, languages)
+        for item in items:
+            PuppetAdapter().generate(item, clips / f"{item.id}{CLIP_SUFFIX}", seed=0)
+        (tmp / "items.json").write_text(json.dumps({item.id: item.language for item in items}))
+        print(f"{len(items)} puppet clips ({', '.join(languages)}); Whisper base, faster-whisper int8, beam 5, "
+              f"{args.repeats} runs per side, alternating")
+
+        def mheval_command(out: Path) -> list[str]:
+            return [sys.executable, "-m", "mheval.cli", "run", "--suite", "multilingual", "--models",
+                    f"clips:{clips}", "--metrics", "wer", "--languages", ",".join(languages), "--limit",
+                    str(args.per_language), "--out", str(out), "--no-progress"]
+
+        plain_command = [sys.executable, __file__, "--plain", folder, str(clips), str(tmp / "items.json"),
+                         str(tmp / "plain.json")]
+        runs: dict[str, list[tuple[float, float]]] = {"mheval": [], "plain": []}
+        for index in range(args.repeats):
+            order = ("mheval", "plain") if index % 2 == 0 else ("plain", "mheval")
+            for side in order:
+                command = mheval_command(tmp / f"run{index}") if side == "mheval" else plain_command
+                runs[side].append(measured(command))
+                print(f"  {side:6s} wall {runs[side][-1][0]:6.1f} s  peak RSS {runs[side][-1][1]:.2f} GB", flush=True)
+        wall = {side: statistics.median(w for w, _ in values) for side, values in runs.items()}
+        memory = {side: statistics.median(m for _, m in values) for side, values in runs.items()}
+        print(f"(a) median wall: mheval {wall['mheval']:.1f} s, plain faster-whisper {wall['plain']:.1f} s, "
+              f"ratio {wall['mheval'] / wall['plain']:.2f} (target <= 1.2)")
+        print(f"    median peak RSS: mheval {memory['mheval']:.2f} GB, plain {memory['plain']:.2f} GB, "
+              f"ratio {memory['mheval'] / memory['plain']:.2f} (target <= 1.5)")
+
+        results = json.loads((tmp / "run0" / "exports" / "results.json").read_text())
+        ours = {clip["item_id"]: json.loads(clip["wer.detail"])["transcript"] for clip in results["clips"]}
+        plain = json.loads((tmp / "plain.json").read_text())
+        same = sum(ours.get(item_id) == text for item_id, text in plain.items())
+        print(f"    identical transcripts: {same}/{len(plain)}")
+
+        second, _ = measured(mheval_command(tmp / "run0"))
+        print(f"(b) identical second mheval run: {second:.2f} s = {100 * second / wall['mheval']:.1f}% of the "
+              f"median first run (target <= 5%)")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def add_run_parser(sub) -> None:
     parser.add_argument("--metrics", default=None,
                         help="comma-separated metric names (default: all: %s)" % ", ".join(_metric_names()))
     parser.add_argument("--metric-option", action="append", default=[], metavar="METRIC.KEY=VALUE",
-                        help="metric option, e.g. wer.asr=large-v3 or wer.asr=/path/model.pt")
+                        help="metric option, e.g. wer.beam_size=1, wer.device=cuda, wer.engine=openai-whisper")
     parser.add_argument("--limit", type=int, default=None, help="at most N items per language")
     parser.add_argument("--languages", default=None, help="comma-separated language codes (zh,yue,en,ja,ko,de,fr)")
     parser.add_argument("--seed", type=int, default=42, help="generation seed (default 42)")
@@ -177,6 +177,9 @@ def add_report_parser(sub) -> None:
     parser = sub.add_parser("report", help="print the tables of a stored run again",
                             description="Print the comparison tables of an existing run directory.")
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--wide", action="store_true",
+                        help="one row per model and language with every metric, both interval bounds and the "
+                             "speed table (the compact default fits 100 columns)")
     parser.set_defaults(handler=cmd_report)
 
 
@@ -194,10 +197,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     notices = {label: spec.get("notice") for label, spec in manifest.get("models", {}).items()}
     unavailable = {name: m["unavailable"] for name, m in manifest.get("metrics", {}).items() if m.get("unavailable")}
     scored = [key.name for key in record.metric_keys]
-    console = make_console()
+    console = make_console(args.wide)
     console.print(record.describe(), highlight=False)
     print_report(summary(table, scored + sorted(set(unavailable) - set(scored))), notices, unavailable, clips=table,
-                 console=console)
+                 console=console, wide=args.wide)
     return EXIT_OK
 
 

@@ -36,7 +36,7 @@ BASELINE_FORMAT = "mheval-baseline/1"
 # changes (decoding settings, dtype, keys added later) means other transcripts, so the gate refuses.
 ASR_WEIGHT_KEYS = ("name", "sha256", "converter_version")
 ASR_DECODING_KEY = "decoding"
-ASR_MINOR_KEYS = ("path", "device", "torch", "openai_whisper")
+ASR_MINOR_KEYS = ("path", "device", "torch", "openai_whisper", "faster_whisper", "ctranslate2")
 
 # Verdicts of a model × language row. Only pass, regression and improved are comparisons that decide; failed (a
 # baseline prompt has no usable score in the run) fails too; the others say why a row was not compared.

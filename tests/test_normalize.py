@@ -85,6 +85,33 @@ CASES = [
     ("我哋3個人", "我哋三个人", "yue", (0, 0, 0, 5), 0.0),
     # Cantonese read as Mandarin: ref 佢係我朋友 → 佢系我朋友 (5), hyp 他是我朋友: 佢→他, 系→是 → 2/5
     ("佢係我朋友", "他是我朋友", "yue", (2, 0, 0, 5), 2 / 5),
+    # --- currencies: symbol and word meet, in each language's word order ---
+    # "$50" → "fifty dollars"; ref "it costs fifty dollars" (4) both; 0/4
+    ("It costs $50.", "it costs fifty dollars", "en", (0, 0, 0, 4), 0.0),
+    # singular and plural are one token: "$1" and "one dollar" → "one dollars" (2); 0/2
+    ("$1", "one dollar", "en", (0, 0, 0, 2), 0.0),
+    # "€20" and "twenty euros" → "twenty euros" (2); 0/2
+    ("€20", "twenty euros", "en", (0, 0, 0, 2), 0.0),
+    # "50 €" and "50 Euro" → "fünfzig euro": "das kostet fünfzig euro" (4); 0/4
+    ("Das kostet 50 €.", "das kostet fünfzig Euro", "de", (0, 0, 0, 4), 0.0),
+    # space-grouped amount then symbol: "ça coûte trois mille euros" (5); 0/5
+    ("Ça coûte 3 000 €", "ça coûte trois mille euros", "fr", (0, 0, 0, 5), 0.0),
+    # ¥ before the amount is 円 after it: "百円です" (4); 0/4
+    ("¥100です", "百円です", "ja", (0, 0, 0, 4), 0.0),
+    # ¥50 → 五十元: "我有五十元" (5); 0/5
+    ("我有¥50", "我有五十元", "zh", (0, 0, 0, 5), 0.0),
+    # --- ordinals with a suffix ---
+    # 5th → fifth: "the apartment on fifth street" (5); 0/5
+    ("The apartment on Fifth Street.", "the apartment on 5th street", "en", (0, 0, 0, 5), 0.0),
+    # 1er → premier, 3e → troisième: "le premier et le troisième" (5); 0/5
+    ("Le 1er et le 3e", "le premier et le troisième", "fr", (0, 0, 0, 5), 0.0),
+    # --- Mandarin number variants ---
+    # 2个 (→ 二个) and 两个 meet: "我有二个苹果" (6); 0/6
+    ("我有2个苹果", "我有两个苹果", "zh", (0, 0, 0, 6), 0.0),
+    # 1990年 → 一九九零年, 〇 → 零: (5); 0/5
+    ("1990年", "一九九〇年", "zh", (0, 0, 0, 5), 0.0),
+    # traditional 兩 → 两 → 二: "二个人" (3); 0/3
+    ("兩個人", "2个人", "yue", (0, 0, 0, 3), 0.0),
 ]
 
 
@@ -126,6 +153,15 @@ def test_unknown_language_is_rejected():
         normalize("hello", "xx")
 
 
+def test_normaliser_does_not_import_torch():
+    """The default ASR engine needs no torch; the normaliser must not drag it (or openai-whisper) in."""
+    import subprocess
+    import sys
+
+    code = "import sys, mheval.metrics.normalize as n; n.normalize('colour', 'en'); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_version_names_the_libraries_it_depends_on():
-    assert NORMALIZER_VERSION.startswith("2;")
+    assert NORMALIZER_VERSION.startswith("3;")
     assert "num2words=" in NORMALIZER_VERSION and "opencc" in NORMALIZER_VERSION

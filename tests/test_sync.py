@@ -148,7 +148,8 @@ def test_offset_beyond_the_search_range_is_flagged(work):
     clip = ClipContext(ClipMedia(work.puppet(item, 10)), item, "puppet")   # +400 ms
     assert not create_metric("sync").score(clip)["at_search_boundary"]
     narrow = create_metric("sync", max_offset_ms="200").score(clip)
-    assert narrow["at_search_boundary"] and narrow["offset_ms"] == pytest.approx(200.0, abs=1.0)
+    # the true offset lies outside ±200 ms, so the best lag inside sits on an edge — which edge depends on the speech
+    assert narrow["at_search_boundary"] and abs(narrow["offset_ms"]) == pytest.approx(200.0, abs=1.0)
 
 
 def _clip_rows(offsets, confident, boundary):

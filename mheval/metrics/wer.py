@@ -2,54 +2,93 @@
 
 For zh, yue, ja and ko the unit is the character (so "WER" is CER there, as in the paper's public ports); the summary
 is the corpus-level rate (edits over all clips / reference units over all clips), and the per-utterance mean is
-kept as a field of its own. Every score records the ASR model, its weights' sha256 and the normaliser version, so a
-change of either is never mistaken for a change of the generator.
+kept as a field of its own. Every score records the ASR identity (weights sha256, engine, compute type, decoding),
+the normaliser version and whether a window hit the decode-length cap, so a change of any of them is never
+mistaken for a change of the generator.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from mheval.asr import ASRSettings, DecodingConfig, asr_identity, cuda_unavailable, load_asr
 from mheval.languages import language
 from mheval.metrics import ClipContext, Metric, WeightFile, register
 from mheval.metrics.normalize import NORMALIZER_VERSION, error_counts, normalize
+from mheval.metrics.options import parse_options
+
+DECODING_DEFAULTS = DecodingConfig()
+
+
+@dataclass(frozen=True)
+class WerConfig:
+    """`--metric-option wer.KEY=VALUE`; each one changes how the model is loaded or how it decodes."""
+    asr: str = field(default="base", metadata={"help": "Whisper model: base (offline, PyPI), a CTranslate2 folder; "
+                                                       "with engine=openai-whisper also a .pt file or a model name"})
+    engine: str = field(default="faster-whisper", metadata={"help": "faster-whisper (CTranslate2) or openai-whisper"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    compute_type: str = field(default="default", metadata={
+        "help": "default = int8 on CPU, float16 on CUDA (faster-whisper); float32 / float16 (openai-whisper)"})
+    batch_size: int = field(default=0, metadata={
+        "help": "windows decoded together by faster-whisper's batched pipeline; 0 = 8 on CUDA, 1 on CPU"})
+    beam_size: int = field(default=DECODING_DEFAULTS.beam_size, metadata={"help": "beam width at temperature 0; 1 = greedy"})
+    best_of: int = field(default=DECODING_DEFAULTS.best_of, metadata={"help": "samples per fallback temperature"})
+    fallback_on_low_logprob: bool = field(default=DECODING_DEFAULTS.fallback_on_low_logprob, metadata={
+        "help": "also re-decode windows with a low mean log-probability (Whisper's rule; ~6x slower on unclear speech)"})
+    compression_ratio_threshold: float = field(default=DECODING_DEFAULTS.compression_ratio_threshold, metadata={
+        "help": "gzip ratio above which a decode counts as repetitive and falls back to sampling"})
+    logprob_threshold: float = field(default=DECODING_DEFAULTS.logprob_threshold, metadata={
+        "help": "mean log-probability below which a window may be silent (with no_speech_threshold) or falls back"})
+    no_speech_threshold: float = field(default=DECODING_DEFAULTS.no_speech_threshold, metadata={
+        "help": "no-speech probability above which a low-confidence window is silent"})
+    tokens_per_second: float = field(default=DECODING_DEFAULTS.tokens_per_second, metadata={
+        "help": "decode-length cap per second of window audio (the cap hit is recorded per clip)"})
+
+    def asr_settings(self) -> ASRSettings:
+        decoding_fields = {f.name for f in fields(DecodingConfig)}
+        decoding = DecodingConfig(**{k: v for k, v in asdict(self).items() if k in decoding_fields})
+        return ASRSettings(model=self.asr, engine=self.engine, device=self.device, compute_type=self.compute_type,
+                           batch_size=self.batch_size, decoding=decoding).resolved()
 
 
 @register
 class WordErrorRate(Metric):
     name = "wer"
-    version = f"1+norm{NORMALIZER_VERSION}"
+    version = f"2+norm{NORMALIZER_VERSION}"
     inputs = ("audio", "reference_text")
-    fields = ("wer", "errors", "substitutions", "deletions", "insertions", "reference_length")
+    fields = ("wer", "errors", "substitutions", "deletions", "insertions", "reference_length", "cap_hit")
     headline = "wer"
     weight_field = "reference_length"
     lower_is_better = True
     description = "Whisper transcript vs the dialogue; character level for zh/yue/ja/ko (CER), corpus-level summary"
+    options_class = WerConfig
 
-    def __init__(self, asr: str = "base", **options: Any):
-        super().__init__(asr=asr, **options)
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self.settings = parse_options(WerConfig, options)
+        self.asr_settings = self.settings.asr_settings()  # refuses inert or unknown combinations now, not per clip
         self._asr = None
 
     @property
     def asr(self):
         if self._asr is None:
-            from mheval.asr import load_asr
-
-            self._asr = load_asr(self.options["asr"])
+            self._asr = load_asr(self.asr_settings)
         return self._asr
 
     def config(self) -> dict[str, Any]:
-        """The cache key: ASR weights and decoding settings, and the normaliser; a change of any rescores."""
-        from mheval.asr import DecodingConfig, weights_identity
-
-        return {**super().config(), "asr_sha256": weights_identity(self.options["asr"])["sha256"],
-                "decoding": asdict(DecodingConfig()), "normalizer": NORMALIZER_VERSION}
+        """The cache key: every option with its default resolved (compute type, batch size), the weights' sha256,
+        the full decoding policy and the normaliser; a change of any rescores."""
+        s = self.asr_settings
+        return {**asdict(self.settings), "compute_type": s.compute_type, "batch_size": s.batch_size,
+                "asr_sha256": asr_identity(s)["sha256"], "decoding": asdict(s.decoding),
+                "normalizer": NORMALIZER_VERSION}
 
     def weights(self) -> list[WeightFile]:
-        from mheval.asr import weights_identity
-
-        identity = weights_identity(self.options["asr"])
+        identity = asr_identity(self.asr_settings)
         return [WeightFile(identity["path"], identity["sha256"])]
+
+    def unavailable(self) -> str | None:
+        return cuda_unavailable(self.asr_settings)
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
         item = clip.item
@@ -62,6 +101,7 @@ class WordErrorRate(Metric):
             "deletions": counts.deletions,
             "insertions": counts.insertions,
             "reference_length": counts.reference_length,
+            "cap_hit": int(transcript.info["cap_hit"]),
             "detail": {
                 "transcript": transcript.text,
                 "language_used": transcript.language_used,
@@ -69,6 +109,7 @@ class WordErrorRate(Metric):
                 "reference_normalized": normalize(item.reference_text, item.language),
                 "transcript_normalized": normalize(transcript.text, item.language),
                 "unit": "character" if language(item.language).character_level else "word",
+                "windows": transcript.info["windows"],
                 "asr": self.asr.identity,
                 "normalizer": NORMALIZER_VERSION,
             },
