@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dashboards.command import add_dashboard_parser
 from mheval.gate import add_baseline_parser, add_gate_parser
+from mheval.listing import add_listing_parsers
 from mheval.validate import add_validate_parser
 
 EXIT_OK = 0
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (add_run_parser, add_generate_parser, add_report_parser, add_suites_parser, add_validate_parser,
-                add_gate_parser, add_baseline_parser, add_dashboard_parser):
+                add_gate_parser, add_baseline_parser, add_dashboard_parser, add_listing_parsers):
         add(sub)
     return parser
 

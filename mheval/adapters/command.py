@@ -12,6 +12,7 @@ import json
 import shlex
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,16 @@ from mheval.suites import SuiteItem
 PLACEHOLDERS = ("output", "prompt", "prompt_file", "id", "language", "seconds", "width", "height", "seed", "image")
 
 
+@dataclass(frozen=True)
+class CommandOptions:
+    timeout: float = field(default=3600.0, metadata={"help": "seconds one item's command may run"})
+
+
 @register
 class CommandAdapter(Adapter):
     name = "command"
     description = "runs a command template per item; placeholders " + " ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+    options_class = CommandOptions
 
     def __init__(self, arg: str | None = None, **options: str):
         super().__init__(arg, **options)
@@ -34,7 +41,7 @@ class CommandAdapter(Adapter):
             arg.format(**{name: "" for name in PLACEHOLDERS})
         except (KeyError, IndexError, ValueError) as err:
             raise ValueError(f"bad command template {arg!r}: unknown or malformed placeholder {err}") from None
-        self.timeout = float(options.get("timeout", 3600))
+        self.timeout = self.options.timeout
 
     def generate(self, item: SuiteItem, output: Path, seed: int) -> dict[str, Any]:
         sidecar = output.with_name(output.name + ".json")

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import wave
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +29,28 @@ VERSION = 2  # bump when the clips it makes change (2: Japanese spoken from its 
 PAUSE_SECONDS = 0.35  # between dialogue lines, and before the first one so onsets are not at frame 0
 
 
+@dataclass(frozen=True)
+class PuppetOptions:
+    shift_ms: float = field(default=0.0, metadata={"help": "delay the audio against the video (negative: advance)"})
+    voice: str = field(default="", metadata={"help": "espeak-ng voice; empty: the item language's voice"})
+
+
 @register
 class PuppetAdapter(Adapter):
     name = "puppet"
-    description = "espeak-ng speech + procedural face, lips driven by the speech envelope (options: shift_ms, voice)"
+    description = "espeak-ng speech + procedural face, lips driven by the speech envelope"
+    options_class = PuppetOptions
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "version": VERSION, "espeak": espeak_version(), "shift_ms": self.shift_ms}
 
     @property
     def shift_ms(self) -> float:
-        return float(self.options.get("shift_ms", 0))
+        return self.options.shift_ms
 
     def generate(self, item: SuiteItem, output: Path, seed: int) -> dict[str, Any]:
         started = time.perf_counter()
-        voice = self.options.get("voice", language(item.language).espeak_voice)
+        voice = self.options.voice or language(item.language).espeak_voice
         speech, sample_rate = speak([speakable(line.text, item.language) for line in item.dialogue], voice)
         spoken = time.perf_counter()
         seconds = max(item.seconds, len(speech) / sample_rate + PAUSE_SECONDS)

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from mheval.metrics import ClipContext, Metric, WeightFile, register, sha256_file
-from mheval.metrics.options import parse_options
 from mheval.metrics.visual import sample_indices
 
 QUALITY_PAIRS = {
@@ -149,10 +148,10 @@ class ClipMetric(Metric):
     """Shared option handling, weight lookup and frame sampling of the CLIP metrics."""
 
     inputs = ("video",)
+    options_class = ClipConfig
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        self.settings = parse_options(ClipConfig, options)
         self._weights: list[WeightFile] | None = None
 
     def config(self) -> dict[str, Any]:

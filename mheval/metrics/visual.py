@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 
 from mheval.metrics import ClipContext, Metric, WeightFile, register, sha256_file
-from mheval.metrics.options import parse_options
 
 BRISQUE_FILES = ("brisque_model_live.yml", "brisque_range_live.yml")
 BRISQUE_DIRS = ("/usr/share/opencv4/quality", "/usr/share/opencv/quality", "/usr/local/share/opencv4/quality")
@@ -59,10 +58,7 @@ class Brisque(Metric):
     headline = "brisque"
     lower_is_better = True
     description = "BRISQUE (OpenCV quality module, LIVE model from opencv-data), mean and worst sampled frame"
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self.settings = parse_options(BrisqueConfig, options)
+    options_class = BrisqueConfig
 
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)
@@ -108,10 +104,7 @@ class TechnicalQuality(Metric):
     headline = "sharpness"
     description = ("sharpness (Laplacian variance), temporal flicker, frozen-frame ratio, exposure clipping; "
                    "on grey frames at a 256-pixel short side")
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self.settings = parse_options(TechnicalConfig, options)
+    options_class = TechnicalConfig
 
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)

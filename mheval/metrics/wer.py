@@ -7,12 +7,17 @@ change of either is never mistaken for a change of the generator.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mheval.languages import language
 from mheval.metrics import ClipContext, Metric, WeightFile, register
 from mheval.metrics.normalize import NORMALIZER_VERSION, error_counts, normalize
+
+
+@dataclass(frozen=True)
+class WerOptions:
+    asr: str = field(default="base", metadata={"help": "Whisper model name (base, large-v3) or a local .pt path"})
 
 
 @register
@@ -25,6 +30,7 @@ class WordErrorRate(Metric):
     weight_field = "reference_length"
     lower_is_better = True
     description = "Whisper transcript vs the dialogue; character level for zh/yue/ja/ko (CER), corpus-level summary"
+    options_class = WerOptions
 
     def __init__(self, asr: str = "base", **options: Any):
         super().__init__(asr=asr, **options)
