@@ -39,7 +39,6 @@ import numpy as np
 
 from mheval.media import ASR_SAMPLE_RATE
 from mheval.metrics import ClipContext, Metric, NotApplicable, WeightFile, register, sha256_file
-from mheval.metrics.options import parse_options
 
 CASCADE_NAME = "haarcascade_frontalface_default.xml"
 CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades")
@@ -78,10 +77,10 @@ class AudioVideoSync(Metric):
     lower_is_better = True
     description = ("weight-free lip sync: Haar face, mouth darkness vs speech envelope, cross-correlation ±15 frames;"
                    " offset_ms > 0 = audio lags video")
+    options_class = SyncConfig
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        self.settings = parse_options(SyncConfig, options)
         self._detector = None
 
     def config(self) -> dict[str, Any]:
@@ -155,7 +154,8 @@ def track_face(detector: cv2.CascadeClassifier, frames: np.ndarray, fps: float,
     return np.stack([np.interp(every, found_at, found[:, k]) for k in range(4)], axis=1), fraction
 
 
-def largest_face(detector: cv2.CascadeClassifier, frame: np.ndarray) -> np.ndarray | None:
+def detect_faces(detector: cv2.CascadeClassifier, frame: np.ndarray) -> np.ndarray:
+    """Every face in an RGB frame as (x, y, w, h) rows in the frame's pixels, shape [K, 4]."""
     grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     scale = DETECT_SHORT_SIDE / min(grey.shape)
     if scale < 1:
@@ -164,9 +164,14 @@ def largest_face(detector: cv2.CascadeClassifier, frame: np.ndarray) -> np.ndarr
         scale = 1.0
     side = max(24, min(grey.shape) // 6)
     faces = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+    return np.asarray(faces, dtype=np.float64).reshape(-1, 4) / scale
+
+
+def largest_face(detector: cv2.CascadeClassifier, frame: np.ndarray) -> np.ndarray | None:
+    faces = detect_faces(detector, frame)
     if len(faces) == 0:
         return None
-    return max(faces, key=lambda box: box[2] * box[3]) / scale
+    return max(faces, key=lambda box: box[2] * box[3])
 
 
 def median_smooth(boxes: np.ndarray) -> np.ndarray:
