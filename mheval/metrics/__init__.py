@@ -30,7 +30,7 @@ from mheval.registry import Registry, config_hash
 from mheval.suites import SuiteItem
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
-                  "mheval.metrics.speed", "mheval.metrics.syncnet")
+                  "mheval.metrics.speed", "mheval.metrics.syncnet", "mheval.metrics.videoscore2")
 
 
 class NotApplicable(Exception):
