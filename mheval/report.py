@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mheval.metrics.speed import speed_table
+from mheval.paper_table import print_paper_tables
 from mheval.results import ALL
 
 PERCENT_METRICS = {"wer"}
@@ -110,5 +111,6 @@ def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavaila
     speed = speed_table(clips) if clips is not None and not clips.empty else pd.DataFrame()
     if not speed.empty:
         console.print(speed_view(speed))
+    print_paper_tables(clips, notices, console)
     for name, reason in unavailable.items():
         console.print(f"[yellow]{name}: unavailable: {reason}[/yellow]")
