@@ -25,6 +25,7 @@ ADAPTER_MODULES = (
     "mheval.adapters.clips",
     "mheval.adapters.command",
     "mheval.adapters.magihuman",
+    "mheval.adapters.ovi",
 )
 
 
