@@ -26,6 +26,7 @@ ADAPTER_MODULES = (
     "mheval.adapters.command",
     "mheval.adapters.magihuman",
     "mheval.adapters.ovi",
+    "mheval.adapters.ltx",
 )
 
 
