@@ -1,9 +1,12 @@
 """A TINY RANDOMLY INITIALISED LTX-2 pipeline, saved as a diffusers pipeline directory.
 
 Built from diffusers' own LTX-2 component classes (transformer, video VAE, audio VAE, vocoder, text connectors,
-scheduler) and transformers' Gemma 3, all at tiny sizes, with a word-level Gemma tokenizer made here. Its clips are
-noise: it exists to run the ltx adapter's real loading, sizing and generation code end to end on a CPU.
+scheduler, spatial latent upsampler) and transformers' Gemma 3, all at tiny sizes, with a word-level Gemma tokenizer
+made here. The scheduler has the LTX family's published settings (resolution-dependent shift, terminal stretch), so a
+test can tell shifted from unshifted sigmas. Its clips are noise: it exists to run the ltx adapter's real loading,
+sizing and one- and two-stage generation code end to end on a CPU.
 """
+import json
 from pathlib import Path
 
 
@@ -62,8 +65,36 @@ def build_tiny_ltx(directory: Path) -> Path:
         in_channels=audio_vae.config.output_channels * audio_vae.config.mel_bins, hidden_channels=32,
         out_channels=2, upsample_kernel_sizes=[4, 4], upsample_factors=[2, 2], resnet_kernel_sizes=[3],
         resnet_dilations=[[1, 3, 5]], leaky_relu_negative_slope=0.1, output_sampling_rate=16000)
-    pipeline = LTX2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, audio_vae=audio_vae,
-                            text_encoder=text_encoder, tokenizer=tokenizer, connectors=connectors,
-                            transformer=transformer, vocoder=vocoder)
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
+                                                base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1)
+    pipeline = LTX2Pipeline(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
+                            tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder)
     pipeline.save_pretrained(directory)
+    tiny_upsampler(vae.config.latent_channels).save_pretrained(directory / "latent_upsampler")
     return directory
+
+
+def tiny_upsampler(latent_channels: int):
+    """A random spatial x2 latent upsampler in LTX-2.3's layout (pixel shuffle, no rational resampler)."""
+    import torch
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+
+    torch.manual_seed(1)
+    return LTX2LatentUpsamplerModel(in_channels=latent_channels, mid_channels=32, num_blocks_per_stage=1, dims=3,
+                                    spatial_upsample=True, temporal_upsample=False, rational_spatial_scale=2.0,
+                                    use_rational_resampler=False)
+
+
+def save_official_upsampler(model, path: Path, with_config: bool = True) -> Path:
+    """`model` as the official single file: its state dict, and its configuration in ltx-core's names in the
+    safetensors metadata."""
+    from safetensors.torch import save_file
+
+    c = model.config
+    config = {"in_channels": c.in_channels, "mid_channels": c.mid_channels,
+              "num_blocks_per_stage": c.num_blocks_per_stage, "dims": c.dims, "spatial_upsample": c.spatial_upsample,
+              "temporal_upsample": c.temporal_upsample, "spatial_scale": c.rational_spatial_scale,
+              "rational_resampler": c.use_rational_resampler}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"config": json.dumps(config)} if with_config else None)
+    return path
