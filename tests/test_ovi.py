@@ -1,5 +1,8 @@
-"""Ovi adapter: prompt translation, and the config/script protocol against a minimal stand-in `inference.py` written
-here (no Ovi weights or GPU here: the real engine and script were not run)."""
+"""Ovi adapter: prompt translation; the config/script protocol against a minimal stand-in `inference.py`; the
+in-process engine path against a minimal stand-in `ovi` package with the checkout's import path and engine interface
+(`ovi.ovi_fusion_engine.OviFusionEngine(config, device, target_dtype)` and its `generate(...)` keywords, as in
+character-ai/Ovi). Both stand-ins are written here; no Ovi weights or GPU here: the real engine and script were not
+run."""
 import dataclasses
 import json
 import sys
@@ -9,8 +12,10 @@ import pytest
 
 from mheval.adapters import create_adapter, parse_model_spec
 from mheval.adapters.ovi import ovi_prompt
+from mheval.cli import main
 from mheval.media import probe
 from mheval.runner import RunRequest, run
+from mheval.store import RunStore
 
 STAND_IN = '''
 """Stand-in for Ovi's inference.py: same command line and config keys; writes one 24 fps / 16 kHz clip."""
@@ -32,6 +37,47 @@ write_mp4(os.path.join(config["output_dir"], name), frames, 24, 0.2 * np.sin(2 *
 '''
 
 
+ENGINE_STAND_IN = '''
+"""Stand-in for Ovi's ovi/ovi_fusion_engine.py: the same module path, class, constructor and generate signature.
+Records each construction and call; returns (video [C, F, H, W] in [-1, 1], audio [N] at 16 kHz, None) as the real
+engine does, 121 frames at an eighth of the asked size, its grey level set by the seed."""
+import json
+import os
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+DEFAULT_CONFIG = OmegaConf.load("ovi/configs/inference/inference_fusion.yaml")   # relative to the cwd, as Ovi's
+
+
+def record(event):
+    with open(os.environ["OVI_ENGINE_LOG"], "a", encoding="utf-8") as log:
+        log.write(json.dumps(event, ensure_ascii=False) + "\\n")
+
+
+class OviFusionEngine:
+    def __init__(self, config=DEFAULT_CONFIG, device=0, target_dtype=torch.bfloat16):
+        record({"event": "init", "ckpt_dir": config.ckpt_dir, "model_name": config.get("model_name"),
+                "cpu_offload": config.get("cpu_offload", False), "fp8": config.get("fp8", False),
+                "device": device, "dtype": str(target_dtype), "cwd": os.getcwd()})
+
+    def generate(self, text_prompt, image_path=None, video_frame_height_width=None, seed=100, solver_name="unipc",
+                 sample_steps=50, shift=5.0, video_guidance_scale=5.0, audio_guidance_scale=4.0, slg_layer=9,
+                 video_negative_prompt="", audio_negative_prompt=""):
+        record({"event": "generate", "text_prompt": text_prompt, "image_path": image_path,
+                "video_frame_height_width": video_frame_height_width, "seed": seed, "solver_name": solver_name,
+                "sample_steps": sample_steps, "shift": shift, "video_guidance_scale": video_guidance_scale,
+                "audio_guidance_scale": audio_guidance_scale, "slg_layer": slg_layer,
+                "video_negative_prompt": video_negative_prompt, "audio_negative_prompt": audio_negative_prompt,
+                "cwd": os.getcwd()})
+        h, w = video_frame_height_width
+        video = np.full((3, 121, h // 8, w // 8), (seed % 5) / 5 - 0.4, np.float32)
+        t = np.arange(5 * 16000) / 16000
+        return video, 0.2 * np.sin(2 * np.pi * 220 * t), None
+'''
+
+
 @pytest.fixture
 def checkout(tmp_path, monkeypatch):
     directory = tmp_path / "Ovi"
@@ -40,6 +86,26 @@ def checkout(tmp_path, monkeypatch):
     monkeypatch.setenv("OVI_RECORD", str(tmp_path / "record.json"))
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     return directory
+
+
+@pytest.fixture
+def engine_checkout(checkout, tmp_path, monkeypatch):
+    """The checkout with an importable stand-in `ovi` package; forgets the imported package afterwards, so that no
+    other test finds it importable."""
+    package = checkout / "ovi"
+    (package / "configs" / "inference").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "configs" / "inference" / "inference_fusion.yaml").write_text(
+        "ckpt_dir: ./ckpts\nmodel_name: 960x960_5s\nmode: t2v\nseed: 103\n")
+    (package / "ovi_fusion_engine.py").write_text(ENGINE_STAND_IN)
+    monkeypatch.setenv("OVI_ENGINE_LOG", str(tmp_path / "engine.jsonl"))
+    yield checkout
+    for name in [name for name in sys.modules if name == "ovi" or name.startswith("ovi.")]:
+        del sys.modules[name]
+
+
+def engine_events(tmp_path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "engine.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def test_prompt_puts_speech_in_tags_and_the_audio_description_last(smoke_suite):
@@ -99,3 +165,31 @@ def test_missing_checkout_or_weights_fail_before_any_item(tmp_path, checkout):
         create_adapter(parse_model_spec(f"ovi:{checkout}"), {"ckpt_dir": str(tmp_path / "none")})
     with pytest.raises(ValueError, match="ovi.runner=engine, but"):
         create_adapter(parse_model_spec(f"ovi:{checkout}"), {"runner": "engine"})
+
+
+def test_run_uses_the_in_process_engine_constructed_once(engine_checkout, tmp_path, smoke_suite):
+    out = tmp_path / "run"
+    code = main(["run", "--suite", "smoke", "--models", f"ovi:{engine_checkout}", "--languages", "en,de",
+                 "--limit", "1", "--seed", "7", "--model-option", "ovi.sample_steps=30", "--metrics", "speed",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0
+    events = engine_events(tmp_path)
+    inits = [event for event in events if event["event"] == "init"]
+    calls = [event for event in events if event["event"] == "generate"]
+    assert len(inits) == 1 and len(calls) == 2                      # one engine for the run, one call per item
+    assert inits[0]["ckpt_dir"] == str(engine_checkout / "ckpts") and inits[0]["model_name"] == "960x960_5s"
+    assert inits[0]["dtype"] == "torch.bfloat16" and Path(inits[0]["cwd"]) == engine_checkout
+    items = {item.id: item for item in smoke_suite.items}
+    prompts = {ovi_prompt(items["en-kitchen-01"]), ovi_prompt(items["de-platform-01"])}
+    assert {call["text_prompt"] for call in calls} == prompts
+    assert all(call["seed"] == 7 and call["sample_steps"] == 30 and call["image_path"] is None
+               and call["video_frame_height_width"] == [256, 448] and call["solver_name"] == "unipc"
+               and Path(call["cwd"]) == engine_checkout for call in calls)
+    store = RunStore.open_existing(out)
+    clips = store.clips()
+    assert list(clips.status) == ["ok", "ok"]
+    meta = json.loads(clips.iloc[0].meta)
+    assert meta["runner"] == "engine" and set(meta["timings"]) == {"load", "generate", "write"}
+    info = probe(out / clips.iloc[0].path)
+    assert (info.fps, info.audio_sample_rate, info.frame_count, info.width, info.height) == (24, 16000, 121, 56, 32)
+

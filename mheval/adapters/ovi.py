@@ -183,7 +183,8 @@ class OviAdapter(Adapter):
         if result is None:   # the engine logs its exception and returns None
             raise GenerationError("Ovi's engine returned no result (its log above has the exception)")
         video, audio, _ = result                                  # video [C, F, H, W] in [-1, 1], audio [N]
-        frames = ((np.clip(video, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 3, 0)
+        # to 8 bits as Ovi's own save_video does (truncating), so both runners write the same pixels
+        frames = ((np.clip(video, -1, 1) + 1) / 2 * 255).astype(np.uint8).transpose(1, 2, 3, 0)   # [F, H, W, C]
         write_mp4(output, frames, FPS, np.asarray(audio, dtype=np.float32), SAMPLE_RATE)
         return {"load": loaded - started, "generate": generated - loaded, "write": time.perf_counter() - generated}
 
