@@ -1,7 +1,7 @@
 """ltx adapter: the item → pipeline mapping, option checks, the upsampler loader, and runs end to end through
 `mheval run` with a TINY RANDOMLY INITIALISED LTX-2 pipeline and spatial upsampler (tests/tiny_ltx.py) saved as a
 diffusers directory and as the official single file — real loading, sizing, one- and two-stage text- and
-image-to-video generation with audio, sigma schedules and timings; the clips are noise. No LTX-2.3 weights
+image-to-video generation with audio, sigma schedules, seeds and timings; the clips are noise. No LTX-2.3 weights
 were run here."""
 import json
 
@@ -101,6 +101,13 @@ def test_option_combinations_that_cannot_run_fail_before_any_item(tmp_path):
     assert create_adapter(spec, {"two_stage": "true"}).upsampler_path == directory / "latent_upsampler"
 
 
+def test_seed_option_is_part_of_the_cache_key(tmp_path):
+    spec = parse_model_spec(f"ltx:{bare_pipeline_dir(tmp_path)}")
+    plain, seeded, other = (create_adapter(spec, options) for options in ({}, {"seed": "11"}, {"seed": "12"}))
+    assert len({plain.config_hash(), seeded.config_hash(), other.config_hash()}) == 3
+    assert seeded.config()["seed"] == 11 and plain.config()["seed"] is None
+
+
 def test_upsampler_loads_from_the_official_single_file_as_from_a_diffusers_directory(tmp_path):
     model = tiny_upsampler(4)
     model.save_pretrained(tmp_path / "diffusers")
@@ -184,6 +191,23 @@ def test_two_stage_run_upsamples_once_per_run_and_records_each_stage(tiny_pipeli
     assert (info.width, info.height, info.frame_count) == (128, 64, t2v["frames"]) and info.has_audio
     weights = json.loads((out / "manifest.json").read_text())["models"]["ltx"]["weights"]
     assert any(w["path"] == str(official) for w in weights)
+
+
+@pytest.mark.slow
+def test_seed_option_changes_the_clip_and_its_key(tiny_pipeline, tiny_suite):
+    out = tiny_suite.parent / "run"
+    code = main(["run", "--suite", str(tiny_suite), "--models", f"ltx:{tiny_pipeline},seeded=ltx:{tiny_pipeline}",
+                 "--languages", "en", "--limit", "1", "--seed", "7", *TINY, *[arg.replace("ltx.", "seeded.")
+                                                                          for arg in TINY],
+                 "--model-option", "ltx.schedule=shifted", "--model-option", "ltx.steps=2",
+                 "--model-option", "seeded.schedule=shifted", "--model-option", "seeded.steps=2",
+                 "--model-option", "seeded.seed=11", "--metrics", "speed", "--out", str(out), "--no-progress"])
+    assert code == 0
+    clips = RunStore.open_existing(out).clips().set_index("model")
+    assert set(clips.status) == {"ok"} and set(clips.seed) == {7}
+    assert json.loads(clips.loc["seeded", "meta"])["seed"] == 11 and json.loads(clips.loc["ltx", "meta"])["seed"] == 7
+    assert clips.loc["seeded", "generation_key"] != clips.loc["ltx", "generation_key"]
+    assert clips.loc["seeded", "sha256"] != clips.loc["ltx", "sha256"]
 
 
 @pytest.mark.slow

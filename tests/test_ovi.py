@@ -190,6 +190,21 @@ def test_run_uses_the_in_process_engine_constructed_once(engine_checkout, tmp_pa
     assert list(clips.status) == ["ok", "ok"]
     meta = json.loads(clips.iloc[0].meta)
     assert meta["runner"] == "engine" and set(meta["timings"]) == {"load", "generate", "write"}
+    assert meta["seed"] == 7 and meta["run_seed"] == 7
     info = probe(out / clips.iloc[0].path)
     assert (info.fps, info.audio_sample_rate, info.frame_count, info.width, info.height) == (24, 16000, 121, 56, 32)
 
+
+def test_seed_option_overrides_the_run_seed_and_the_cache_key(engine_checkout, tmp_path):
+    outcome = run(RunRequest(suite="smoke", models=[f"ovi:{engine_checkout}", f"seeded=ovi:{engine_checkout}"],
+                             out=tmp_path / "run", limit=1, languages=["en"], metrics=["speed"], seed=7,
+                             progress=False, model_options={"seeded": {"seed": "11"}}))
+    clips = outcome.store.clips().set_index("model")
+    assert set(clips.status) == {"ok"}
+    seeds = sorted(event["seed"] for event in engine_events(tmp_path) if event["event"] == "generate")
+    assert seeds == [7, 11]
+    assert json.loads(clips.loc["seeded", "meta"])["seed"] == 11
+    assert json.loads(clips.loc["seeded", "meta"])["run_seed"] == 7
+    assert clips.loc["seeded", "generation_key"] != clips.loc["ovi", "generation_key"]
+    assert clips.loc["seeded", "sha256"] != clips.loc["ovi", "sha256"]
+    assert outcome.models["seeded"].config()["seed"] == 11 and outcome.models["ovi"].config()["seed"] is None

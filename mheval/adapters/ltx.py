@@ -89,6 +89,8 @@ class LtxOptions:
         "choices": ("distilled", "shifted")})
     steps: int = field(default=8, metadata={"help": "denoising steps of stage 1 (8: the distilled schedule)"})
     guidance: float = field(default=1.0, metadata={"help": "CFG scale (1: none, as the distilled model runs)"})
+    seed: int | None = field(default=None, metadata={
+        "help": "seed for every item of this model, overriding the run's --seed (part of the cache key)"})
     frame_rate: float = field(default=24.0, metadata={"help": "frames per second generated and written"})
     negative_prompt: str = field(default="", metadata={"help": "negative prompt (used only with guidance > 1)"})
     dtype: str = field(default="bfloat16", metadata={"help": "compute dtype (float32 on a CPU)",
@@ -299,10 +301,11 @@ class LtxAdapter(Adapter):
         from PIL import Image
 
         o = self.options
+        item_seed = seed if o.seed is None else o.seed
         plan = self.plan(item)
         width, height = plan["width"], plan["height"]
         image = Image.open(item.reference_image).convert("RGB") if item.reference_image else None
-        generator = torch.Generator(device="cpu").manual_seed(seed)   # one generator through both stages
+        generator = torch.Generator(device="cpu").manual_seed(item_seed)   # one generator through both stages
 
         started = time.perf_counter()
         prompt_embeds, prompt_mask, negative_embeds, negative_mask = self.pipeline.encode_prompt(
@@ -357,6 +360,7 @@ class LtxAdapter(Adapter):
         return {
             "timings": timings, "mode": "I2V" if image else "T2V", "backend": "diffusers",
             "two_stage": o.two_stage, "schedule": o.schedule, "stages": stages,
+            "seed": item_seed, "run_seed": seed,
             "size": [width, height], "frames": plan["frames"], "seconds": plan["seconds"],
             "requested": plan["requested"], "rounded": plan["requested"]["width"] != width
             or plan["requested"]["height"] != height or plan["frames"] != plan["requested"]["frames"],

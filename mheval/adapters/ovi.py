@@ -55,6 +55,8 @@ class OviOptions:
         "help": "engine: in-process, model loaded once; script: inference.py per item; auto: engine if importable",
         "choices": ("auto", "engine", "script")})
     python: str = field(default=sys.executable, metadata={"help": "interpreter for inference.py (Ovi's environment)"})
+    seed: int | None = field(default=None, metadata={
+        "help": "seed for every item of this model, overriding the run's --seed (part of the cache key)"})
     sample_steps: int = field(default=50, metadata={"help": "denoising steps (Ovi's default 50)"})
     solver_name: str = field(default="unipc", metadata={"help": "Ovi's solver"})
     shift: float = field(default=5.0, metadata={"help": "flow-matching shift"})
@@ -159,9 +161,11 @@ class OviAdapter(Adapter):
 
     def generate(self, item: SuiteItem, output: Path, seed: int) -> dict[str, Any]:
         prompt = ovi_prompt(item, self.options.model_name)
-        timings = self._run_engine(item, prompt, seed, output) if self.use_engine else \
-            self._run_script(item, prompt, seed, output)
+        item_seed = seed if self.options.seed is None else self.options.seed
+        timings = self._run_engine(item, prompt, item_seed, output) if self.use_engine else \
+            self._run_script(item, prompt, item_seed, output)
         return {"timings": timings, "prompt": prompt, "runner": "engine" if self.use_engine else "script",
+                "seed": item_seed, "run_seed": seed,
                 "model_name": self.options.model_name, "mode": "i2v" if item.reference_image else "t2v",
                 "native_fps": FPS, "native_sample_rate": SAMPLE_RATE, "requested_seconds": item.seconds,
                 "model_seconds": MODEL_SECONDS[self.options.model_name],
