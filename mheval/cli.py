@@ -9,6 +9,7 @@ from mheval.dashboard_command import add_dashboard_parser
 from mheval.executors import add_executor_arguments, executor_settings
 from mheval.gate import add_baseline_parser, add_gate_parser
 from mheval.review.command import add_review_parser
+from mheval.listing import add_listing_parsers
 from mheval.validate import add_validate_parser
 
 EXIT_OK = 0
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (add_run_parser, add_generate_parser, add_report_parser, add_suites_parser, add_validate_parser,
-                add_gate_parser, add_baseline_parser, add_dashboard_parser, add_review_parser):
+                add_gate_parser, add_baseline_parser, add_dashboard_parser, add_review_parser, add_listing_parsers):
         add(sub)
     return parser
 

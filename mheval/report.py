@@ -22,6 +22,7 @@ from rich.table import Table
 
 from mheval.languages import LANGUAGES
 from mheval.metrics.speed import speed_table
+from mheval.paper_table import print_paper_tables
 from mheval.results import ALL, distinct_notes
 
 PERCENT_METRICS = {"wer"}
@@ -243,6 +244,7 @@ def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavaila
         speed = speed_table(clips) if clips is not None and not clips.empty else pd.DataFrame()
         if not speed.empty:
             console.print(speed_view(speed))
+        print_paper_tables(clips, notices, console)
         for name, reason in unavailable.items():
             console.print(f"[yellow]{name}: unavailable: {reason}[/yellow]", highlight=False)
         return
@@ -259,6 +261,7 @@ def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavaila
         console.print(others)
         if legend:
             console.print(legend, highlight=False)
+    print_paper_tables(clips, notices, console)
     for name, reason in unavailable.items():
         console.print(f"[yellow]unavailable: {name} — {reason}[/yellow]", highlight=False)
     for line in footnotes.lines():

@@ -1,18 +1,22 @@
 """The adapter registry: an adapter turns a suite item into a clip (mp4, H.264 + AAC) plus metadata.
 
-Adding a model means writing a subclass of `Adapter` in a module of this package, decorating it with `@register`,
-and listing the module in `ADAPTER_MODULES`. On the command line a model is `[LABEL=]NAME[:ARG]`, e.g. `puppet`,
+Adding a model means writing a subclass of `Adapter`, decorating it with `@register`, and either listing its module
+in `ADAPTER_MODULES` or, without editing mheval, declaring it as an entry point of group `mheval.adapters` in the
+package that ships it (see `mheval.registry`). On the command line a model is `[LABEL=]NAME[:ARG]`, e.g. `puppet`,
 `ltx=clips:/data/ltx23`, `mine=command:python infer.py --prompt-file {prompt_file} --out {output}`; options are
-`--model-option LABEL.KEY=VALUE`.
+`--model-option LABEL.KEY=VALUE`, declared by the adapter's `options_class` (a frozen dataclass whose fields have
+typed defaults and `metadata={"help": ...}`) and parsed into `self.options`; a typo is an error listing the valid
+options.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mheval.metrics import WeightFile
+from mheval.metrics.options import NoOptions, parse_options
 from mheval.registry import Registry, config_hash
 from mheval.resources import Resources
 from mheval.suites import SuiteItem
@@ -22,6 +26,8 @@ ADAPTER_MODULES = (
     "mheval.adapters.clips",
     "mheval.adapters.command",
     "mheval.adapters.magihuman",
+    "mheval.adapters.ovi",
+    "mheval.adapters.ltx",
 )
 
 
@@ -42,14 +48,15 @@ class Adapter:
     description: ClassVar[str]
     notice: ClassVar[str | None] = None  # shown next to the model in every table, e.g. "random weights"
     resources: ClassVar[Resources] = Resources()  # what one worker holding this model needs (Ray executor)
+    options_class: ClassVar[type] = NoOptions
 
-    def __init__(self, arg: str | None = None, **options: str):
+    def __init__(self, arg: str | None = None, **options: Any):
         self.arg = arg
-        self.options = options
+        self.options = parse_options(self.options_class, options, owner=f"adapter {self.name}")
 
     def config(self) -> dict[str, Any]:
         """Everything that changes the clips this adapter makes; part of the clip cache key and the manifest."""
-        return {"adapter": self.name, "arg": self.arg, **self.options}
+        return {"adapter": self.name, "arg": self.arg, **asdict(self.options)}
 
     def config_hash(self) -> str:
         return config_hash(self.config())
@@ -70,7 +77,8 @@ class Adapter:
         raise NotImplementedError
 
 
-_ADAPTERS: Registry[Adapter] = Registry("adapter", ADAPTER_MODULES)
+_ADAPTERS: Registry[Adapter] = Registry("adapter", ADAPTER_MODULES, entry_point_group="mheval.adapters")
+adapter_registry = _ADAPTERS
 register = _ADAPTERS.register
 adapter_names = _ADAPTERS.names
 adapter_class = _ADAPTERS.get
@@ -103,4 +111,7 @@ def parse_model_spec(text: str) -> ModelSpec:
 
 
 def create_adapter(spec: ModelSpec, options: dict[str, str] | None = None) -> Adapter:
-    return adapter_class(spec.adapter)(spec.arg, **(options or {}))
+    try:
+        return adapter_class(spec.adapter)(spec.arg, **(options or {}))
+    except ValueError as err:
+        raise ValueError(f"model {spec.label!r}: {err}") from None

@@ -23,7 +23,6 @@ from typing import Any
 
 from mheval.adapters import Adapter, GenerationError, register
 from mheval.files import sha256_file_cached
-from mheval.metrics.options import parse_options
 from mheval.suites import SuiteItem
 
 PLACEHOLDERS = ("output", "prompt", "prompt_file", "id", "language", "seconds", "width", "height", "seed", "image")
@@ -46,7 +45,6 @@ class CommandAdapter(Adapter):
 
     def __init__(self, arg: str | None = None, **options: str):
         super().__init__(arg, **options)
-        self.options = parse_options(CommandOptions, options)
         paths = [Path(part.strip()).expanduser() for part in self.options.files.split(",") if part.strip()]
         missing = [str(path) for path in paths if not path.is_file()]
         if missing:

@@ -24,6 +24,7 @@ stable-audio-open-1.0/, Wan2.2-TI2V-5B/Wan2.2_VAE.pth) is spelled out in `model.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -41,18 +42,29 @@ TIMING_KEYS = {"text encoding": "text_encoding", "image encoding": "image_encodi
                "write mp4": "write"}
 
 
+@dataclass(frozen=True)
+class MagiHumanOptions:
+    checkpoints: str = field(default="", metadata={"help": "weights directory (published layout); empty: tiny random"})
+    preset: str = field(default="distill", metadata={"help": "base | distill | sr_540p | sr_1080p"})
+    device: str = field(default="", metadata={"help": "cpu or cuda; empty: cuda when available"})
+    offload: bool = field(default=False, metadata={"help": "keep networks on the CPU between stages"})
+    decoder: str = field(default="turbo", metadata={"help": "video decoder: turbo or wan"})
+    sr_size: str = field(default="", metadata={"help": "SR presets: output WxH; empty: the preset's"})
+    weights_seed: int = field(default=0, metadata={"help": "seed of the tiny random weights"})
+
+
 @register
 class MagiHumanAdapter(Adapter):
     name = "magihuman"
-    description = ("daVinci-MagiHuman in-process (options: checkpoints=DIR, preset=base|distill|sr_540p|sr_1080p, "
-                   "device, offload, decoder, sr_size); without checkpoints: magihuman-tiny-random, random weights")
+    description = ("daVinci-MagiHuman in-process; without checkpoints: magihuman-tiny-random, random weights")
+    options_class = MagiHumanOptions
 
     def __init__(self, arg: str | None = None, **options: str):
         super().__init__(arg, **options)
-        from model.pipeline import DEFAULT_PRESET, resolve_preset
+        from model.pipeline import resolve_preset
 
-        self.checkpoints = options.get("checkpoints") or arg
-        self.preset = resolve_preset(options.get("preset", DEFAULT_PRESET))
+        self.checkpoints = self.options.checkpoints or arg
+        self.preset = resolve_preset(self.options.preset)
         self.notice = None if self.checkpoints else RANDOM_NOTICE
 
     @property
@@ -79,12 +91,11 @@ class MagiHumanAdapter(Adapter):
     def pipeline(self):
         from model.pipeline import MagiHumanPipeline
 
-        common = {"preset": self.preset.name, "device": self.options.get("device"),
-                  "offload": self.options.get("offload", "false").lower() in ("1", "true", "yes", "on"),
-                  "decoder": self.options.get("decoder", "turbo")}
+        common = {"preset": self.preset.name, "device": self.options.device or None,
+                  "offload": self.options.offload, "decoder": self.options.decoder}
         if self.checkpoints:
             return MagiHumanPipeline.from_checkpoints(self.checkpoints, **common)
-        return MagiHumanPipeline.tiny_random(seed=int(self.options.get("weights_seed", 0)), **common)
+        return MagiHumanPipeline.tiny_random(seed=self.options.weights_seed, **common)
 
     @cached_property
     def _weights(self) -> list[WeightFile]:
@@ -118,7 +129,7 @@ class MagiHumanAdapter(Adapter):
         }
 
     def _sr_size(self) -> tuple[int, int] | None:
-        text = self.options.get("sr_size")
+        text = self.options.sr_size
         if not text:
             return None
         width, _, height = text.lower().partition("x")

@@ -37,7 +37,6 @@ from mheval.adapters import Adapter, GenerationError, register
 from mheval.languages import LANGUAGES, language
 from mheval.manifest import installed_version
 from mheval.media import write_mp4
-from mheval.metrics.options import parse_options
 from mheval.suites import SuiteItem
 
 FPS = 25
@@ -54,7 +53,8 @@ class PuppetOptions:
                                                            "audio first); validates the sync metric"})
     voices: str = field(default="natural", metadata={"help": "natural: Kokoro (ja) and Piper (en, with the piper "
                                                              "extra) where installed, espeak-ng elsewhere; espeak: "
-                                                             "espeak-ng for every language"})
+                                                             "espeak-ng for every language",
+                                                     "choices": VOICE_CHOICES})
     voice: str = field(default="", metadata={"help": "one espeak-ng voice for every item (implies voices=espeak)"})
 
 
@@ -80,11 +80,6 @@ class PuppetAdapter(Adapter):
                    "envelope (options: shift_ms, voices, voice)")
     options_class = PuppetOptions
 
-    def __init__(self, arg: str | None = None, **options: Any):
-        super().__init__(arg, **options)
-        self.settings = parse_options(PuppetOptions, options)
-        if self.settings.voices not in VOICE_CHOICES:
-            raise ValueError(f"puppet option voices={self.settings.voices!r}: expected one of {', '.join(VOICE_CHOICES)}")
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "version": VERSION, "espeak": espeak_version(), "shift_ms": self.shift_ms,
@@ -92,12 +87,12 @@ class PuppetAdapter(Adapter):
 
     @property
     def shift_ms(self) -> float:
-        return float(self.settings.shift_ms)
+        return float(self.options.shift_ms)
 
     def voice_for(self, language_code: str) -> tuple[str, str | None]:
         """The voice id this adapter speaks a language with, and why a natural voice was not used (or None)."""
-        espeak = f"espeak-ng:{self.settings.voice or language(language_code).espeak_voice}"
-        if self.settings.voice or self.settings.voices == "espeak":
+        espeak = f"espeak-ng:{self.options.voice or language(language_code).espeak_voice}"
+        if self.options.voice or self.options.voices == "espeak":
             return espeak, None
         natural, missing = natural_voice(language_code)
         return (natural, None) if natural else (espeak, missing)

@@ -1,11 +1,15 @@
 """The metric registry: one class per metric, registered with `@register`.
 
-Adding a metric means writing a subclass of `Metric` in a module of this package, decorating it with `@register`,
-and listing the module in `METRIC_MODULES`. The runner asks every metric for:
+Adding a metric means writing a subclass of `Metric`, decorating it with `@register`, and listing its module in
+`METRIC_MODULES` or, without editing mheval, declaring it as an entry point of group `mheval.metrics` in the package
+that ships it (see `mheval.registry`). The runner asks every metric for:
 
 - `name`, `version`: bump `version` whenever the numbers a metric produces could change; it is part of the cache key.
 - `inputs`: what it reads from a clip (documentation, and lets the dashboard explain a metric).
 - `fields`: the numeric outputs per clip; `headline` is the one shown in summary tables.
+- `options_class`: a frozen dataclass declaring the options (typed defaults, `metadata={"help": ...}`); the base
+  class validates `--metric-option` values against it (a typo is an error naming the valid options) and keeps the
+  typed instance as `self.settings`.
 - `config()`: options that change results (part of the cache key); `weights()`: weight files with their sha256.
 - `unavailable()`: None, or why the metric cannot run here and how to make it run (reported once per run).
 - `score(clip)`: a dict of field values for one clip; raise `NotApplicable` when the clip has nothing to measure
@@ -29,13 +33,14 @@ import pandas as pd
 
 from mheval.files import sha256_file_cached
 from mheval.media import ClipMedia, NotApplicable  # noqa: F401  (NotApplicable is raised by metrics and by ClipMedia)
+from mheval.metrics.options import NoOptions, parse_options
 from mheval.registry import Registry, config_hash
 from mheval.resources import Resources
 from mheval.stats import Estimate, bootstrap
 from mheval.suites import SuiteItem
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
-                  "mheval.metrics.speed")
+                  "mheval.metrics.speed", "mheval.metrics.syncnet", "mheval.metrics.videoscore2")
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,11 @@ class Metric:
     description: ClassVar[str] = ""
     resources: ClassVar[Resources] = Resources()
     worker_group: ClassVar[str] = "shared"
+    options_class: ClassVar[type] = NoOptions
 
     def __init__(self, **options: Any):
         self.options = options
+        self.settings = parse_options(self.options_class, options, owner=f"metric {self.name}")
 
     def config(self) -> dict[str, Any]:
         return dict(self.options)
@@ -128,7 +135,8 @@ class Metric:
         return GroupSummary(cls.estimate(rows, by_language=by_language))
 
 
-_METRICS: Registry[Metric] = Registry("metric", METRIC_MODULES)
+_METRICS: Registry[Metric] = Registry("metric", METRIC_MODULES, entry_point_group="mheval.metrics")
+metric_registry = _METRICS
 register = _METRICS.register
 metric_names = _METRICS.names
 metric_class = _METRICS.get

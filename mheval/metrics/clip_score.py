@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from mheval.metrics import ClipContext, Metric, WeightFile, register
-from mheval.metrics.options import parse_options
 
 QUALITY_PAIRS = {
     "clip_iqa": ("Good photo.", "Bad photo."),
@@ -149,10 +148,10 @@ class ClipMetric(Metric):
     """Shared option handling, weight lookup and frame sampling of the CLIP metrics."""
 
     inputs = ("video",)
+    options_class = ClipConfig
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        self.settings = parse_options(ClipConfig, options)
         self._weights: list[WeightFile] | None = None
 
     def config(self) -> dict[str, Any]:

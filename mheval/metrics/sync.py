@@ -61,7 +61,6 @@ import pandas as pd
 
 from mheval.media import ASR_SAMPLE_RATE, ClipMedia, frame_rate
 from mheval.metrics import ClipContext, GroupSummary, Metric, NotApplicable, WeightFile, register
-from mheval.metrics.options import parse_options
 from mheval.stats import bootstrap_median
 
 CASCADE_NAME = "haarcascade_frontalface_default.xml"
@@ -187,10 +186,7 @@ class AudioVideoSync(Metric):
     description = ("weight-free lip sync on frame timestamps: Haar face, mouth darkness vs speech envelope, "
                    "cross-correlation within ±600 ms; summary: signed median over confident clips, "
                    "offset_ms > 0 = audio lags video")
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self.settings = parse_options(SyncConfig, options)
+    options_class = SyncConfig
 
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)
@@ -260,13 +256,19 @@ def _flag(rows: pd.DataFrame, column: str) -> pd.Series:
     return rows.get(column, pd.Series(False, index=rows.index)).fillna(False).astype(bool)
 
 
-def largest_face(detector: cv2.CascadeClassifier, grey: np.ndarray) -> np.ndarray | None:
-    """The largest face (x, y, w, h) in pixels of a uint8 grey frame [H, W], or None."""
+def detect_faces(detector: cv2.CascadeClassifier, grey: np.ndarray) -> np.ndarray:
+    """Every face in a uint8 grey frame [H, W] as (x, y, w, h) rows in its pixels, shape [K, 4] float64."""
     side = max(24, min(grey.shape) // 6)
     faces = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+    return np.asarray(faces, dtype=np.float64).reshape(-1, 4)
+
+
+def largest_face(detector: cv2.CascadeClassifier, grey: np.ndarray) -> np.ndarray | None:
+    """The largest face (x, y, w, h) in pixels of a uint8 grey frame [H, W], or None."""
+    faces = detect_faces(detector, grey)
     if len(faces) == 0:
         return None
-    return max(faces, key=lambda box: box[2] * box[3]).astype(np.float64)
+    return max(faces, key=lambda box: box[2] * box[3])
 
 
 def median_smooth(boxes: np.ndarray) -> np.ndarray:

@@ -35,7 +35,6 @@ import cv2
 import numpy as np
 
 from mheval.metrics import ClipContext, Metric, WeightFile, register
-from mheval.metrics.options import parse_options
 
 BRISQUE_FILES = ("brisque_model_live.yml", "brisque_range_live.yml")
 BRISQUE_DIRS = ("/usr/share/opencv4/quality", "/usr/share/opencv/quality", "/usr/local/share/opencv4/quality")
@@ -68,10 +67,7 @@ class Brisque(Metric):
     lower_is_better = True
     description = ("BRISQUE (OpenCV quality module, LIVE model from opencv-data) at a 512-pixel short side, mean and "
                    "worst sampled frame")
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self.settings = parse_options(BrisqueConfig, options)
+    options_class = BrisqueConfig
 
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)
@@ -118,10 +114,7 @@ class TechnicalQuality(Metric):
     lower_is_better = True
     description = ("frozen-frame ratio (whole frame static), temporal flicker, exposure clipping, and sharpness "
                    "(Laplacian variance, a diagnostic); on grey frames at a 256-pixel short side")
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self.settings = parse_options(TechnicalConfig, options)
+    options_class = TechnicalConfig
 
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)

@@ -15,7 +15,6 @@ from mheval.asr import ASRSettings, DecodingConfig, asr_identity, cuda_unavailab
 from mheval.languages import language
 from mheval.metrics import ClipContext, Metric, WeightFile, register
 from mheval.metrics.normalize import NORMALIZER_VERSION, error_counts, normalize
-from mheval.metrics.options import parse_options
 
 DECODING_DEFAULTS = DecodingConfig()
 
@@ -51,6 +50,11 @@ class WerConfig:
                            batch_size=self.batch_size, decoding=decoding).resolved()
 
 
+@dataclass(frozen=True)
+class WerOptions:
+    asr: str = field(default="base", metadata={"help": "Whisper model name (base, large-v3) or a local .pt path"})
+
+
 @register
 class WordErrorRate(Metric):
     name = "wer"
@@ -65,7 +69,6 @@ class WordErrorRate(Metric):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        self.settings = parse_options(WerConfig, options)
         self.asr_settings = self.settings.asr_settings()  # refuses inert or unknown combinations now, not per clip
         self._asr = None
 

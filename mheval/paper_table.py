@@ -1,0 +1,89 @@
+"""The daVinci-MagiHuman paper's comparison table (VideoScore2 visual quality / text alignment / physical
+consistency on 1–5, and WER), per model over all prompts of a run, each with its 95% bootstrap interval; and the
+SyncNet offset next to the weight-free sync metric's. Printed by the report when those metrics are in the run."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from mheval.metrics import metric_class
+from mheval.results import estimate
+
+JUDGE = "videoscore2"
+PAPER_COLUMNS = (("visual_quality", "VQ ↑"), ("text_alignment", "TA ↑"), ("physical_consistency", "PC ↑"))
+PARSE_FAILURE = "judge output parse failure"
+ONE_FRAME_MS = 40.0
+
+
+def _interval(result, scale: float = 1.0, digits: int = 2) -> str:
+    if math.isnan(result.value):
+        return "–"
+    text = f"{result.value * scale:.{digits}f}"
+    if not math.isnan(result.low):
+        text += f" [{result.low * scale:.{digits}f}, {result.high * scale:.{digits}f}]"
+    return text
+
+
+def _present(clips: pd.DataFrame, metric: str) -> bool:
+    column = f"{metric}.status"
+    return column in clips and clips[column].isin(["ok", "not_applicable"]).any()
+
+
+def paper_table(clips: pd.DataFrame, notices: dict[str, str | None] | None = None) -> Table | None:
+    """VQ / TA / PC (VideoScore2, 1–5) and WER per model, value [95% CI over prompts]; None without the judge."""
+    if clips.empty or not _present(clips, JUDGE):
+        return None
+    notices = notices or {}
+    judge = metric_class(JUDGE)
+    has_wer = "wer.status" in clips
+    table = Table(title="the paper's table — VideoScore2 (1–5) and WER, value [95% CI over prompts]")
+    table.add_column("model", style="bold")
+    for _, header in PAPER_COLUMNS:
+        table.add_column(header, justify="right")
+    if has_wer:
+        table.add_column("WER % ↓ (corpus)", justify="right")
+    table.add_column("judged", justify="right")
+    table.add_column("judge parse failures", justify="right")
+    for model, group in clips[clips.clip_status == "ok"].groupby("model", sort=True):
+        cells = [_interval(estimate(group, judge, field)) for field, _ in PAPER_COLUMNS]
+        if has_wer:
+            cells.append(_interval(estimate(group, metric_class("wer")), scale=100.0, digits=1))
+        status = group[f"{JUDGE}.status"]
+        details = group.get(f"{JUDGE}.detail", pd.Series(index=group.index, dtype=object)).astype(str)
+        failures = int(((status == "not_applicable") & details.str.contains(PARSE_FAILURE)).sum())
+        label = f"{model} ({notices[model]})" if notices.get(model) else model
+        table.add_row(label, *cells, f"{int((status == 'ok').sum())}/{len(group)}", str(failures))
+    return table
+
+
+def sync_offsets_table(clips: pd.DataFrame) -> Table | None:
+    """Per model: SyncNet's offset beside the weight-free sync offset (ms, audio lags > 0), and how often they agree."""
+    if clips.empty or not (_present(clips, "sync") and _present(clips, "syncnet")):
+        return None
+    table = Table(title="lip-sync offsets — median ms (> 0: audio lags video); agree = within one 25 fps frame")
+    for column in ("model", "sync offset", "syncnet offset", "agree", "LSE-C ↑", "LSE-D ↓"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model, group in clips.groupby("model", sort=True):
+        both = group[(group.get("sync.status") == "ok") & (group.get("syncnet.status") == "ok")]
+        sync = pd.to_numeric(both["sync.offset_ms"], errors="coerce")
+        syncnet = pd.to_numeric(both["syncnet.offset_ms"], errors="coerce")
+        agree = f"{int(((sync - syncnet).abs() <= ONE_FRAME_MS).sum())}/{len(both)}" if len(both) else "–"
+        scored = group[group.get("syncnet.status") == "ok"]
+        medians = [pd.to_numeric(values, errors="coerce").median() for values in
+                   (sync, syncnet, scored.get("syncnet.lse_c", pd.Series(dtype=float)),
+                    scored.get("syncnet.lse_d", pd.Series(dtype=float)))]
+        table.add_row(model, *(f"{m:.0f}" if not pd.isna(m) else "–" for m in medians[:2]), agree,
+                      *(f"{m:.2f}" if not pd.isna(m) else "–" for m in medians[2:]))
+    return table
+
+
+def print_paper_tables(clips: pd.DataFrame | None, notices: dict[str, str | None], console: Console) -> None:
+    """Print the paper's table and the sync-offset comparison when the run has the metrics they need."""
+    if clips is None:
+        return
+    for table in (paper_table(clips, notices), sync_offsets_table(clips)):
+        if table is not None:
+            console.print(table)
