@@ -153,7 +153,7 @@ def ordered_metrics(names: list[str]) -> list[str]:
 def column_label(metric: str) -> str:
     cls = metric_class(metric)
     group = next((label for label, names in PAPER_COLUMNS if metric in names), None)
-    arrow = "↓" if cls.lower_is_better else "↑"
+    arrow = cls.direction()
     name = metric if cls.headline == metric else f"{metric}.{cls.headline}"
     return f"{group}: {name} {arrow}" if group and group != metric else f"{name} {arrow}"
 

@@ -78,13 +78,17 @@ def leaderboard_page(view: RunView, runs: list[Path]) -> None:
     sort_by = left.selectbox("sort by", values, key="leaderboard_sort", index=values.index(primary))
     metric = next((name for name in view.metrics if data.column_label(name) == sort_by), None)
     best_first = right.toggle("best first", value=True, key="leaderboard_best_first")
-    ascending = metric_class(metric).lower_is_better if metric else False
-    board = board.sort_values(sort_by, ascending=ascending if best_first else not ascending, na_position="last")
+    if metric:   # best first = lowest ranking value (distance to the ideal for sync's signed offset)
+        rank = metric_class(metric).ranking_values
+        board = board.sort_values(sort_by, key=lambda column: pd.Series(rank(column), index=column.index),
+                                  ascending=best_first, na_position="last")
+    else:
+        board = board.sort_values(sort_by, ascending=not best_first, na_position="last")
     st.dataframe(data.leaderboard_text(board), hide_index=True, width="stretch",
                  column_config={"model": st.column_config.TextColumn(pinned=True)})
     st.caption("Each metric's headline value [95% bootstrap interval over prompts] (↓ lower is better, ↑ higher is "
-               "better); sort with “sort by”. WER is corpus-level (edits over reference words). "
-               f"{CHARACTER_LANGUAGES_NOTE} Language “all” is the mean over languages (each counts once), on the "
+               "better, →0 closest to 0 is best); sort with “sort by”. WER is corpus-level (edits over reference "
+               f"words). {CHARACTER_LANGUAGES_NOTE} Language “all” is the mean over languages (each counts once), on the "
                "prompts every model has. Notes: n<5 = fewer than 5 prompts, so the interval is little more than the "
                "range of the values; yue→zh ASR = Cantonese transcribed by a decoder without Cantonese (Mandarin).")
     for label in data.absent_paper_columns(view):

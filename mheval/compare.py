@@ -132,11 +132,14 @@ def metric_scores(run_dir: Path | str, metric: str = "wer") -> MetricScores:
 
 
 def prompt_values(clips: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Clips with an ok score → one row per model × prompt: the ratio of sums over its clips, and the weight sum."""
+    """Clips with an ok score → one row per model × prompt: the ratio of sums over its clips, and the weight sum
+    (for a metric with an `ideal` value, of the clips' distances to it)."""
     cls = metric_class(metric)
     if clips.empty:
         return pd.DataFrame(columns=PROMPT_COLUMNS)
     values = pd.to_numeric(clips[f"{metric}.{cls.headline}"], errors="coerce")
+    if cls.ideal is not None:   # a signed measure (sync's offset) is compared by its distance to the ideal
+        values = pd.Series(cls.ranking_values(values), index=values.index)
     weights = (pd.to_numeric(clips[f"{metric}.{cls.weight_field}"], errors="coerce") if cls.weight_field
                else pd.Series(1.0, index=clips.index))
     frame = pd.DataFrame({"model": clips.model, "language": clips.language, "item_id": clips.item_id,

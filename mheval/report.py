@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mheval.languages import LANGUAGES
+from mheval.metrics import metric_class
 from mheval.metrics.speed import speed_table
 from mheval.paper_table import print_paper_tables
 from mheval.results import ALL, distinct_notes
@@ -159,7 +160,7 @@ def headline_table(summary: pd.DataFrame, notices: dict[str, str | None], unavai
     legend = []
     for name in metrics:
         first = everything[everything.metric == name].iloc[0]
-        table.add_column(f"{name} {'↓' if first.lower_is_better else '↑'}", justify="right", overflow="fold")
+        table.add_column(f"{name} {metric_class(name).direction()}", justify="right", overflow="fold")
         if first.field != name:
             legend.append(f"{name} = {first.field}")
     table.add_column("failed", justify="right")
@@ -211,7 +212,7 @@ def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavail
 
 def _header(summary: pd.DataFrame, metric: str) -> str:
     first = summary[summary.metric == metric].iloc[0]
-    arrow = "↓" if first.lower_is_better else "↑"
+    arrow = metric_class(metric).direction()
     unit = " %" if metric in PERCENT_METRICS else ""
     field = "corpus" if metric in WEIGHTED_METRICS else first.field
     return f"{metric}{unit} {arrow}\n{field}" if field != metric else f"{metric}{unit} {arrow}"

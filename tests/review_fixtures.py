@@ -59,8 +59,8 @@ def tiny_run(base: Path, models: tuple[str, ...] = MODELS, languages: tuple[str,
         store.put_clip(ClipRecord(model, suite.name, item.id, SEED, f"key-{index}", item_hash, "ok",
                                   str(path.relative_to(directory)), sha, {}, None))
         store.put_score(keys[0], sha, item_hash, "ok", {"brisque": float(rng.uniform(10, 60))})
-        store.put_score(keys[1], sha, item_hash, "ok", {"abs_offset_ms": float(rng.uniform(0, 200)),
-                                                          "offset_ms": 0.0})
+        offset = float(rng.uniform(-200, 200))
+        store.put_score(keys[1], sha, item_hash, "ok", {"offset_ms": offset, "abs_offset_ms": abs(offset)})
     store.finish_run(run)
     store.close()
     return directory

@@ -274,6 +274,10 @@ def test_baseline_holds_per_prompt_errors_and_what_scored_them(ci_run, baseline)
 
 @pytest.mark.slow
 def test_fresh_run_passes_against_the_committed_baseline(ci_run, tmp_path, capsys):
+    from mheval.adapters.puppet import natural_voice
+
+    if natural_voice("en")[0] is None:
+        pytest.skip("the committed baseline's English clips are spoken by Piper: the piper extra is not installed")
     markdown_file, junit_file = tmp_path / "gate.md", tmp_path / "gate.xml"
     code = main(["gate", "--run", str(ci_run), "--baseline", str(COMMITTED_BASELINE),
                  "--markdown", str(markdown_file), "--junit", str(junit_file)])

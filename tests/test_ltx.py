@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
+
+pytest.importorskip("diffusers", reason="the ltx extra (diffusers) is not installed; .ci/run installs it")
 from PIL import Image
 
 from mheval.adapters import create_adapter, parse_model_spec

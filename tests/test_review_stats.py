@@ -172,7 +172,7 @@ def test_report_excludes_failing_raters_on_request_and_writes_a_protocol(simulat
     assert math.isnan(agreement.alpha["overall"])   # one answer throughout: α is 0/0, not 1
     noisy = full.agreement.set_index("criterion")
     assert -1 < noisy.alpha["overall"] < 0.5 and -1 < noisy.kappa["overall"] < 0.5
-    assert not kept.metric_agreement.empty and {"brisque.brisque", "sync.abs_offset_ms"} == set(
+    assert not kept.metric_agreement.empty and {"brisque.brisque", "sync.offset_ms"} == set(
         kept.metric_agreement.metric)
     markdown = to_markdown(kept)
     assert "## Protocol" in markdown and "2 excluded for failing quality checks" in markdown

@@ -314,11 +314,13 @@ def test_invalid_utf8_names_the_line_item_and_field_not_a_byte_offset(tmp_path):
 
 def test_readme_names_the_registered_metrics_and_only_those():
     """Issue 12 item 15: the README listed metrics `visual` and `clip`, which `--metrics` refuses."""
-    from mheval.metrics import metric_names
+    from mheval.metrics import metric_class, metric_names
 
+    # metrics other tests register on the fly (e.g. "loudness-test") live in test modules, not in mheval
+    shipped = {name for name in metric_names() if metric_class(name).__module__.startswith("mheval.metrics.")}
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     bullet = readme[readme.index("- **Metrics**"):]
     bullet = bullet[:bullet.index("\n- **")]
-    assert set(re.findall(r"`([a-z_]+)` \(", bullet)) == set(metric_names())
-    for name in re.findall(r"--metric-option ([a-z_]+)\.", readme):
-        assert name in metric_names(), name
+    assert set(re.findall(r"`([a-z_0-9]+)` \(", bullet)) == shipped
+    for name in re.findall(r"--metric-option ([a-z_0-9]+)\.", readme):
+        assert name in shipped, name

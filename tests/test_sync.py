@@ -206,3 +206,15 @@ def test_options_are_typed_and_checked():
     with pytest.raises(ValueError, match="unknown option"):
         create_metric("sync", window="3")
     assert metric.unavailable() is None and metric.weights()[0].sha256
+
+
+def test_signed_offset_ranks_by_its_distance_to_zero():
+    """Issue 12 item 9: −150 ms is as far out of sync as +150 ms, and 0 ms is best, wherever models or clips are
+    ranked (dashboard sort, gate, metric–human agreement), while the summary keeps the sign."""
+    from mheval.metrics import metric_class
+
+    sync = metric_class("sync")
+    assert list(sync.ranking_values([-150.0, 0.0, 150.0, 40.0])) == [150.0, 0.0, 150.0, 40.0]
+    assert sync.direction() == "→0"
+    assert metric_class("wer").ranking_values([0.1])[0] == 0.1 and metric_class("wer").direction() == "↓"
+    assert metric_class("clip_score").ranking_values([0.3])[0] == -0.3

@@ -80,7 +80,7 @@ class MagiHumanAdapter(Adapter):
     def resources(self) -> Resources:
         """Real weights: a GPU, and host memory to load them through (DiT 15.3 B parameters ≈ 31 GB in bf16, the
         T5Gemma encoder ≈ 18 GB). On the CPU: the cores a local run's torch computes with."""
-        device = self.options.get("device") or ("cuda" if self.checkpoints else "cpu")
+        device = self.options.device or ("cuda" if self.checkpoints else "cpu")
         if device.startswith("cuda"):
             return Resources(cpus=1, gpus=1, memory_gb=64)
         import torch

@@ -17,6 +17,8 @@ that ships it (see `mheval.registry`). The runner asks every metric for:
 - `resources`, `worker_group`: what one scoring worker needs (Ray executor), and which metrics share a worker:
   metrics with the same group and resources are scored together, one decode of the clip for all of them; a metric
   that loads a large model of its own (a GPU judge) names its own group.
+- `lower_is_better`, `ideal`: which way is better; a metric with an `ideal` value (sync's signed offset: 0) ranks
+  by the distance to it (`ranking_values`), whatever the sign.
 - `weight_field`: None to summarise clips by the mean of `headline`; a field name to weight each clip's headline by
   it (WER weights by reference length, which makes the summary the corpus-level ratio of edits to words).
 - `summarize(rows, by_language)`: how the clips of one model × language become the summary's value, interval and notes; the
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from mheval.files import sha256_file_cached
@@ -80,6 +83,7 @@ class Metric:
     fields: ClassVar[tuple[str, ...]]
     headline: ClassVar[str]
     lower_is_better: ClassVar[bool] = False
+    ideal: ClassVar[float | None] = None  # set: the value closest to it is best (sync's signed offset: 0 ms)
     weight_field: ClassVar[str | None] = None
     description: ClassVar[str] = ""
     resources: ClassVar[Resources] = Resources()
@@ -104,6 +108,21 @@ class Metric:
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
         raise NotImplementedError
+
+    @classmethod
+    def ranking_values(cls, values) -> np.ndarray:
+        """Values turned into "lower is better" numbers, for ranking models and comparing clips: the distance to
+        `ideal` when the metric has one (a signed offset of −150 ms is as bad as +150 ms), else the value itself or
+        its negative."""
+        values = np.asarray(values, dtype=np.float64)
+        if cls.ideal is not None:
+            return np.abs(values - cls.ideal)
+        return values if cls.lower_is_better else -values
+
+    @classmethod
+    def direction(cls) -> str:
+        """The arrow tables print beside the metric's name."""
+        return f"→{cls.ideal:g}" if cls.ideal is not None else "↓" if cls.lower_is_better else "↑"
 
     @classmethod
     def scored_rows(cls, rows: pd.DataFrame) -> pd.DataFrame:

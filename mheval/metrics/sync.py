@@ -182,7 +182,8 @@ class AudioVideoSync(Metric):
               "corr_at_zero", "corr_at_peak", "articulation", "speech_mouth_motion", "silent_mouth_motion",
               "speech_seconds", "face_fraction", "frame_rate")
     headline = "offset_ms"
-    lower_is_better = True
+    lower_is_better = True   # for the distance to `ideal`: the signed offset itself ranks by how far it is from 0
+    ideal = 0.0
     description = ("weight-free lip sync on frame timestamps: Haar face, mouth darkness vs speech envelope, "
                    "cross-correlation within ±600 ms; summary: signed median over confident clips, "
                    "offset_ms > 0 = audio lags video")

@@ -79,9 +79,9 @@ def run_metric_values(run_dir: Path) -> pd.DataFrame:
         if column not in table:
             continue
         ok = table[(table[f"{key.name}.status"] == "ok") & table.sha256.notna()]
-        frames.append(pd.DataFrame({"sha256": ok.sha256, "metric": column,
-                                    "value": pd.to_numeric(ok[column], errors="coerce"),
-                                    "lower_is_better": cls.lower_is_better}).dropna(subset=["value"]))
+        frames.append(pd.DataFrame({"sha256": ok.sha256, "metric": column,   # value: lower is better (ranking)
+                                    "value": cls.ranking_values(pd.to_numeric(ok[column], errors="coerce")),
+                                    "lower_is_better": True}).dropna(subset=["value"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["sha256", "metric", "value", "lower_is_better"])
 
@@ -266,7 +266,7 @@ def print_report(report: StudyReport, console=None) -> None:
 
     from mheval.report import make_console
 
-    console = console or make_console()
+    console = console or make_console(wide=True)   # the study tables are wider than the run report's 100 columns
     console.print(protocol_text(report), highlight=False)
     for note in report.notes:
         console.print(f"[yellow]{note}[/yellow]")
