@@ -23,9 +23,10 @@ import av
 import numpy as np
 
 AAC_BIT_RATE = 128_000        # ffmpeg's default for stereo AAC; transparent for speech
-# one encoder thread: x264 with several threads made different bytes for the same frames from run to run, and a clip's
-# sha256 is its identity in the run store
-H264_OPTIONS = {"preset": "medium", "crf": "18", "threads": "1"}
+# A fixed thread count: x264's output depends on its thread count, which by default follows the CPUs the process may
+# use (a Ray worker's share, another machine), and a clip's sha256 is its identity in the run store. Fixed, the same
+# frames give the same bytes on any machine (checked with 1 core vs 2 under taskset).
+H264_OPTIONS = {"preset": "medium", "crf": "18", "threads": "4"}
 VARIABLE_RATE_TIME_BASE = Fraction(1, 90_000)   # the MPEG clock: exact for every common frame duration
 
 
