@@ -29,6 +29,7 @@ class Recorder:
     def __init__(self, *args, **kwargs):
         self.calls.append(("load", args, kwargs))
         self.hf_tokenizer = SimpleNamespace(token_to_id=lambda token: None if token == "<|yue|>" else 1)
+        self.supported_languages = ["en", "zh", "yue", "ja", "ko", "de", "fr"]
 
     def transcribe(self, audio, **kwargs):
         self.calls.append(("transcribe", len(audio), kwargs))
