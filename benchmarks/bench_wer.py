@@ -9,8 +9,9 @@
       clip read with `faster_whisper.decode_audio` and transcribed with the same beam (5), the language forced and
       mheval's decoding settings, nothing else.
     Each side is its own process, model load and imports included, alternating (mheval, plain, plain, mheval, …).
-    Reported: median wall time and median peak RSS (the process's own ru_maxrss, from wait4) of each side, and
-    their ratios (targets: wall ≤ 1.2, memory ≤ 1.5), plus how many transcripts are identical.
+    Reported: median wall time, CPU time and peak RSS (the process's own rusage, from wait4) of each side, and
+    their ratios (targets: wall ≤ 1.2, memory ≤ 1.5), plus how many transcripts are identical (faster-whisper's
+    `decode_audio` resamples to 16-bit integers, mheval to float32, so unclear speech may read differently).
 (b) The identical `mheval run` command a second time on a finished run directory: second / first.
 All figures come from this one run, on this machine.
 """
@@ -46,15 +47,16 @@ def plain_faster_whisper(folder: str, clips: Path, languages: dict[str, str], ou
     out.write_text(json.dumps(transcripts, ensure_ascii=False))
 
 
-def measured(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of one child process."""
+def measured(command: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (GB) and CPU seconds (user + system, steadier than wall on a loaded machine) of one
+    child process."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) not in (0, 3):
         raise SystemExit(f"{command[:4]} failed: {process.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024 ** 2
+    return wall, usage.ru_maxrss / 1024 ** 2, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -93,17 +95,21 @@ def main() -> None:
 
         plain_command = [sys.executable, __file__, "--plain", folder, str(clips), str(tmp / "items.json"),
                          str(tmp / "plain.json")]
-        runs: dict[str, list[tuple[float, float]]] = {"mheval": [], "plain": []}
+        runs: dict[str, list[tuple[float, float, float]]] = {"mheval": [], "plain": []}
         for index in range(args.repeats):
             order = ("mheval", "plain") if index % 2 == 0 else ("plain", "mheval")
             for side in order:
                 command = mheval_command(tmp / f"run{index}") if side == "mheval" else plain_command
                 runs[side].append(measured(command))
-                print(f"  {side:6s} wall {runs[side][-1][0]:6.1f} s  peak RSS {runs[side][-1][1]:.2f} GB", flush=True)
-        wall = {side: statistics.median(w for w, _ in values) for side, values in runs.items()}
-        memory = {side: statistics.median(m for _, m in values) for side, values in runs.items()}
+                seconds, gigabytes, cpu_seconds = runs[side][-1]
+                print(f"  {side:6s} wall {seconds:6.1f} s  CPU {cpu_seconds:6.1f} s  peak RSS {gigabytes:.2f} GB",
+                      flush=True)
+        wall, memory, cpu = ({side: statistics.median(run[index] for run in values) for side, values in runs.items()}
+                             for index in range(3))
         print(f"(a) median wall: mheval {wall['mheval']:.1f} s, plain faster-whisper {wall['plain']:.1f} s, "
               f"ratio {wall['mheval'] / wall['plain']:.2f} (target <= 1.2)")
+        print(f"    median CPU time: mheval {cpu['mheval']:.1f} s, plain {cpu['plain']:.1f} s, "
+              f"ratio {cpu['mheval'] / cpu['plain']:.2f}")
         print(f"    median peak RSS: mheval {memory['mheval']:.2f} GB, plain {memory['plain']:.2f} GB, "
               f"ratio {memory['mheval'] / memory['plain']:.2f} (target <= 1.5)")
 
@@ -113,7 +119,7 @@ def main() -> None:
         same = sum(ours.get(item_id) == text for item_id, text in plain.items())
         print(f"    identical transcripts: {same}/{len(plain)}")
 
-        second, _ = measured(mheval_command(tmp / "run0"))
+        second, _, _ = measured(mheval_command(tmp / "run0"))
         print(f"(b) identical second mheval run: {second:.2f} s = {100 * second / wall['mheval']:.1f}% of the "
               f"median first run (target <= 5%)")
 

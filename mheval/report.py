@@ -12,6 +12,7 @@ interval bounds and WER's per-utterance mean, then the paper's speed table.
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import numpy as np
@@ -229,8 +230,9 @@ def speed_view(speed: pd.DataFrame) -> Table:
 
 
 def make_console(wide: bool = False) -> Console:
-    """The terminal's width on a terminal; in a pipe or file, the width the chosen layout is made for."""
-    return Console(width=None if sys.stdout.isatty() else WIDE_WIDTH if wide else COMPACT_WIDTH)
+    """The terminal's width on a terminal (or $COLUMNS); in a pipe or file, the width the chosen layout is made for."""
+    fixed = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=(WIDE_WIDTH if wide else COMPACT_WIDTH) if fixed else None)
 
 
 def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
@@ -264,6 +266,6 @@ def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavaila
             console.print(legend, highlight=False)
     print_paper_tables(clips, notices, console)
     for name, reason in unavailable.items():
-        console.print(f"[yellow]unavailable: {name} — {reason}[/yellow]", highlight=False)
+        console.print(f"[yellow]{name}: unavailable: {reason}[/yellow]", highlight=False)
     for line in footnotes.lines():
         console.print(line, highlight=False, markup=False)

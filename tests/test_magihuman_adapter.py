@@ -60,8 +60,8 @@ def run_and_check(run_dir: Path, suite: Path | str, capsys, monkeypatch, size: t
                  "--languages", "en", "--limit", "1", "--out", str(run_dir), "--no-progress"])
     output = capsys.readouterr().out
     assert code == 0, output
-    assert "magihuman: tiny random weights" in output    # the notice, as a footnote of the model's line
-    assert "puppet (" not in output
+    assert "magihuman¹" in output and "¹ magihuman: tiny random weights" in output  # the notice, as a footnote
+    assert "puppet¹" not in output and "puppet (" not in output
     store = RunStore.open_existing(run_dir)
     clips = store.clips()
     assert sorted(clips.model) == ["magihuman", "puppet"] and set(clips.status) == {"ok"}

@@ -29,6 +29,7 @@ class Recorder:
     def __init__(self, *args, **kwargs):
         self.calls.append(("load", args, kwargs))
         self.hf_tokenizer = SimpleNamespace(token_to_id=lambda token: None if token == "<|yue|>" else 1)
+        self.supported_languages = ["en", "zh", "yue", "ja", "ko", "de", "fr"]
 
     def transcribe(self, audio, **kwargs):
         self.calls.append(("transcribe", len(audio), kwargs))
@@ -124,7 +125,11 @@ def test_engine_option_loads_the_openai_whisper_engine(monkeypatch):
     torch.manual_seed(0)
     dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=16, n_audio_head=2, n_audio_layer=1,
                            n_vocab=51865, n_text_ctx=448, n_text_state=16, n_text_head=2, n_text_layer=1)
-    monkeypatch.setattr(openai_whisper_engine, "load_model", lambda name, device: Whisper(dims))
+    model = Whisper(dims)
+    with torch.no_grad():  # openai-whisper leaves the decoder's positional table uninitialised (torch.empty)
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.02)
+    monkeypatch.setattr(openai_whisper_engine, "load_model", lambda name, device: model)
     asr.load_asr.cache_clear()
     try:
         default, other = create_metric("wer"), create_metric("wer", engine="openai-whisper", beam_size="1")

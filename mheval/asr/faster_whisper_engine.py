@@ -4,7 +4,6 @@ from __future__ import annotations
 import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
-from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from mheval.asr import SAMPLE_RATE, ASR, ASRSettings
 from mheval.asr.weights import base_folder
@@ -18,7 +17,8 @@ class FasterWhisperASR(ASR):
         # cpu_threads=0 leaves CTranslate2's default (OMP_NUM_THREADS, else 4), as plain faster-whisper does.
         self.model = WhisperModel(folder, device=s.device, compute_type=s.compute_type)
         tokenizer = self.model.hf_tokenizer
-        self.languages = frozenset(code for code in _LANGUAGE_CODES
+        # faster-whisper lists every code it knows (yue too) for any multilingual model; keep the model's own
+        self.languages = frozenset(code for code in self.model.supported_languages
                                    if tokenizer.token_to_id(f"<|{code}|>") is not None)
         self.pipeline = BatchedInferencePipeline(self.model) if s.batch_size > 1 else None
 
