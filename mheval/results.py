@@ -133,7 +133,7 @@ def _summary_row(model: str, language: str, clips: pd.DataFrame, scored: pd.Data
     status = clips.get(f"{metric.name}.status", pd.Series(dtype=str))
     notes = [f"n<{MIN_PROMPTS}"] if 0 < result.n < MIN_PROMPTS else []
     notes += _decoder_notes(scored, metric.name)
-    left_out = (status == "ok").sum() - (scored.get(f"{metric.name}.status") == "ok").sum()
+    left_out = (status == "ok").sum() - (scored.get(f"{metric.name}.status", pd.Series(dtype=str)) == "ok").sum()
     if macro and left_out:
         notes.append(f"{left_out} prompt(s) not scored for every model left out")
     return {
