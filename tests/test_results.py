@@ -82,3 +82,11 @@ def test_the_gate_table_carries_the_run_notes():
     outcome = GateOutcome("wer", Tolerance(), compare_prompts(prompts, prompts, True, Tolerance()),
                           notes={("m", "yue"): "yue→zh ASR"})
     assert "| pass | yue→zh ASR |" in markdown(outcome)
+
+
+def test_a_metric_without_scores_summarises_to_empty_rows():
+    """An unavailable metric (no column at all) still gets its rows, empty, so tables can say "unavailable"."""
+    clips = pd.DataFrame(clip_rows("a", "en", [0.1] * 5, 10))
+    table = summary(clips, ["wer", "clip_score"])
+    unscored = table[table.metric == "clip_score"]
+    assert list(unscored.language) == ["en", ALL] and unscored.n.tolist() == [0, 0] and not unscored.notes.any()
