@@ -26,6 +26,8 @@ stamp=.venv/.mheval-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing mheval and its dependencies into .venv (first time: a few minutes, ~6 GB)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  # piper: the puppet's natural English voice (piper-tts is GPL-3.0; mheval runs it as a separate program and never
+  # imports it), so the main job's English anchor and the committed CI baseline are spoken by the same voice
+  .venv/bin/python -m pip install -q -e '.[dev,piper]'
   touch "$stamp"
 fi
