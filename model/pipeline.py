@@ -44,9 +44,9 @@ from torch import nn
 from model.audio_vae import OUTPUT_SAMPLE_RATE, AudioVAE, OobleckConfig, load_audio_vae
 from model.checkpoint import load_dit
 from model.dit import DiTConfig, DiTModel
-from model.sampling import (AUDIO_LATENTS_PER_SECOND, BASE_SAMPLER, DISTILL_SAMPLER, PIXELS_PER_LATENT,
-                            LatentShape, SamplerConfig, SamplingResult, StepState, VelocityFn, dit_velocity_fn,
-                            generate_latents, latent_side)
+from model.sampling import (BASE_SAMPLER, DISTILL_SAMPLER, SamplerConfig, SamplingResult, StepState, VelocityFn,
+                            dit_velocity_fn, generate_latents)
+from model.shapes import AUDIO_LATENTS_PER_SECOND, PATCH_SIZE, PIXELS_PER_LATENT, LatentShape, latent_side
 from model.text_encoder import (NEGATIVE_PROMPT, T5GemmaTextEncoder, TextEmbedding, TextEncoder,
                                 TinyRandomTextEncoder, TinyTextEncoderConfig)
 from model.turbo_vaed import TurboVAED, TurboVAEDConfig, load_turbo_vaed
@@ -60,7 +60,7 @@ DEFAULT_SECONDS = 4
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 448, 256        # br_width / br_height of every shipped example
 DEFAULT_SEED = 42                                # run_offline's default
 DEFAULT_PRESET = "distill"                       # the fast configuration
-RESOLUTION_MULTIPLE = 2 * PIXELS_PER_LATENT      # latent sides are even: pixel sides are multiples of 32
+RESOLUTION_MULTIPLE = PATCH_SIZE * PIXELS_PER_LATENT   # latent sides are even: pixel sides are multiples of 32
 
 MODEL_LABEL = "magihuman"
 TINY_RANDOM_LABEL = "magihuman-tiny-random"

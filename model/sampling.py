@@ -24,13 +24,8 @@ from model.dit import DiTModel
 from model.packing import inject_reference_image, pack, unpack
 from model.scheduler import (DEFAULT_SHIFT, SR_AUDIO_NOISE_SCALE, SR_NOISE_VALUE, FlowUniPCScheduler, ddim_step,
                              renoise_for_sr, sr_audio_input, upsample_video_latent)
+from model.shapes import LatentShape
 from model.text_encoder import TextEmbedding
-
-VIDEO_LATENT_CHANNELS = 48
-AUDIO_LATENT_CHANNELS = 64
-AUDIO_LATENTS_PER_SECOND = 25
-VIDEO_FRAMES_PER_LATENT = 4
-PIXELS_PER_LATENT = 16
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, TextEmbedding], tuple[torch.Tensor, torch.Tensor]]
 
@@ -62,40 +57,6 @@ class SamplerConfig:
 
 BASE_SAMPLER = SamplerConfig()
 DISTILL_SAMPLER = SamplerConfig(num_steps=8, cfg_number=1)
-
-
-@dataclass
-class LatentShape:
-    """Sizes of one generation: T latent frames of h×w, Na audio latents."""
-
-    frames: int
-    height: int
-    width: int
-    audio_frames: int
-
-    @classmethod
-    def for_request(cls, seconds: int, width: int, height: int) -> "LatentShape":
-        """Na = 25·s + 1, T = (Na−1)//4 + 1; pixel sizes round down to multiples of 32 (latent sizes even)."""
-        audio_frames = AUDIO_LATENTS_PER_SECOND * seconds + 1
-        return cls((audio_frames - 1) // VIDEO_FRAMES_PER_LATENT + 1, latent_side(height), latent_side(width),
-                   audio_frames)
-
-    @property
-    def pixel_frames(self) -> int:
-        return VIDEO_FRAMES_PER_LATENT * (self.frames - 1) + 1
-
-    @property
-    def video(self) -> tuple[int, ...]:
-        return (1, VIDEO_LATENT_CHANNELS, self.frames, self.height, self.width)
-
-    @property
-    def audio(self) -> tuple[int, ...]:
-        return (1, self.audio_frames, AUDIO_LATENT_CHANNELS)
-
-
-def latent_side(pixels: int) -> int:
-    """Latent size of a pixel side: ⌊pixels/16/2⌋·2."""
-    return pixels // PIXELS_PER_LATENT // 2 * 2
 
 
 @dataclass

@@ -15,7 +15,8 @@ from model.checkpoint import save_checkpoint
 from model.pipeline import (PRESETS, TINY_DIT, TINY_RANDOM_LABEL, CheckpointPaths, MagiHumanPipeline, Preset,
                             audio_samples, clip_shape, load_dit_directory, resolve_preset, round_resolution,
                             tiny_random_components)
-from model.sampling import LatentShape, SamplerConfig, latent_side
+from model.sampling import SamplerConfig
+from model.shapes import LatentShape, latent_side
 from model.text_encoder import TextEmbedding
 from parity_fixture import load_fixture, rel_err
 
