@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.wan_vae import channel_halves_to_frames, latent_statistics, per_frame, read_state_dict, unpatchify
+from model.conv import conv3d
+from model.wan_vae import channel_halves_to_frames, latent_statistics, read_state_dict, unpatchify
 
 
 @dataclass
@@ -57,18 +58,33 @@ class TurboVAEDConfig:
 
 
 class TurboVAEDCausalConv3d(nn.Module):
-    """Despite the original name, non-causal: time is padded by replicating the edge frames, space with zeros."""
+    """Despite the original name, non-causal: time is padded by replicating the edge frames, space with zeros.
+
+    The replicated frames are never built: the convolution pads time with zeros, then each of the first and last
+    `time_padding` output frames gets the kernel taps that would have read a replicated frame, applied to the edge
+    frame (a single-frame convolution, instead of a padded copy of the whole input in every layer).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3):
         super().__init__()
         k_t, k_h, k_w = (kernel_size,) * 3 if isinstance(kernel_size, int) else kernel_size
         self.time_padding = (k_t - 1) // 2
-        self.conv = nn.Conv3d(in_channels, out_channels, (k_t, k_h, k_w), padding=(0, k_h // 2, k_w // 2))
+        self.conv = nn.Conv3d(in_channels, out_channels, (k_t, k_h, k_w),
+                              padding=(self.time_padding, k_h // 2, k_w // 2))
 
-    def forward(self, x):
-        if self.time_padding:
-            x = F.pad(x, (0, 0, 0, 0, self.time_padding, self.time_padding), mode="replicate")
-        return self.conv(x)
+    def forward(self, x):                                       # [B, C, T, H, W] -> [B, C_out, T, H, W]
+        weight, padding, p = self.conv.weight, self.conv.padding, self.time_padding
+        out = conv3d(x, weight, self.conv.bias, padding=padding)
+        edge_padding = (0, *padding[1:])
+        last = x.shape[2] - 1
+        for i in range(p):
+            # output frame i reads input frames i−p … i+p: its taps j < p−i fall before frame 0, i.e. on frame 0;
+            # output frame T−1−i likewise reads frame T−1 through its taps j > p+i
+            out[:, :, i:i + 1] += conv3d(x[:, :, :1], weight[:, :, :p - i].sum(2, keepdim=True), None,
+                                         padding=edge_padding)
+            out[:, :, last - i:last - i + 1] += conv3d(x[:, :, -1:], weight[:, :, p + i + 1:].sum(2, keepdim=True),
+                                                       None, padding=edge_padding)
+        return out
 
 
 class RMSNorm(nn.Module):
@@ -80,7 +96,13 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(dim=1, keepdim=True) + self.eps)).to(x.dtype)
+        # Σ_c x² accumulated channel by channel: the norms run on the decoder's largest tensors, and this reads x
+        # once instead of also writing and re-reading a full-size x² (the widest layer has 512 channels, on the
+        # smallest frames, so the loop costs little next to the convolutions)
+        sum_squares = x32[:, 0] * x32[:, 0]
+        for channel in x32.unbind(1)[1:]:
+            sum_squares.addcmul_(channel, channel)
+        return (x32 * sum_squares.unsqueeze(1).div_(x.shape[1]).add_(self.eps).rsqrt_()).to(x.dtype)
 
 
 class TurboVAEDResnetBlock3d(nn.Module):
@@ -89,10 +111,11 @@ class TurboVAEDResnetBlock3d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, relu_first: bool = False):
         super().__init__()
         self.norm1 = RMSNorm(eps=1e-8)
-        self.act1 = nn.ReLU() if relu_first else nn.SiLU()
+        # the activations run in place on the norms' fresh outputs
+        self.act1 = nn.ReLU(inplace=True) if relu_first else nn.SiLU(inplace=True)
         self.conv1 = TurboVAEDCausalConv3d(in_channels, out_channels)
         self.norm2 = RMSNorm(eps=1e-8)
-        self.act2 = nn.SiLU()
+        self.act2 = nn.SiLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = TurboVAEDCausalConv3d(out_channels, out_channels)
         if in_channels != out_channels:
@@ -105,7 +128,7 @@ class TurboVAEDResnetBlock3d(nn.Module):
         h = self.conv1(self.act1(self.norm1(x)))
         h = self.conv2(self.dropout(self.act2(self.norm2(h))))
         shortcut = x if self.conv_shortcut is None else self.conv_shortcut(self.norm3(x))
-        return shortcut + h
+        return h.add_(shortcut)
 
 
 class WanResample(nn.Module):
@@ -122,7 +145,10 @@ class WanResample(nn.Module):
             x = channel_halves_to_frames(self.time_conv(x))
             if is_first_chunk:                       # the first latent frame stands for a single video frame
                 x = x[:, :, 1:]
-        return per_frame(self.resample, x)
+        # the per-frame 2-D layers as 3-D ones with a time extent of 1: no frames ↔ batch copies
+        upsample, conv = self.resample
+        x = F.interpolate(x, scale_factor=(1.0, *upsample.scale_factor), mode=upsample.mode)
+        return conv3d(x, conv.weight.unsqueeze(2), conv.bias, padding=(0, *conv.padding))
 
 
 class TurboVAEDMidBlock3d(nn.Module):
@@ -177,7 +203,7 @@ class TurboVAEDDecoder3d(nn.Module):
                                cfg.dropout)
             for i in range(len(channels)))
         self.norm_out = RMSNorm(eps=1e-8)
-        self.conv_act = nn.SiLU()
+        self.conv_act = nn.SiLU(inplace=True)
         self.conv_out = TurboVAEDCausalConv3d(channels[-1], cfg.out_channels * cfg.patch_size ** 2)
 
     def forward(self, z, is_first_chunk: bool):

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.conv import conv3d
+
 # Per-channel statistics of the 48-channel latent (Appendix B): z = (mu - mean) / std.
 WAN22_LATENT_MEAN = (
     -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813, 0.0891, 0.1570,
@@ -106,10 +108,9 @@ class CausalConv3d(nn.Conv3d):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride)
         p_t, p_h, p_w = (padding,) * 3 if isinstance(padding, int) else padding
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=(0, p_h, p_w))
         self.time_context = 2 * p_t
-        self.spatial_padding = (p_w, p_w, p_h, p_h)
         self.cache: torch.Tensor | None = None
 
     def forward(self, x):
@@ -118,7 +119,7 @@ class CausalConv3d(nn.Conv3d):
                 self.cache = x.new_zeros(*x.shape[:2], self.time_context, *x.shape[3:])
             x = torch.cat([self.cache, x], dim=2)
             self.cache = x[:, :, -self.time_context:].clone()
-        return super().forward(F.pad(x, self.spatial_padding))
+        return conv3d(x, self.weight, self.bias, self.stride, self.padding)
 
 
 class RMS_norm(nn.Module):
