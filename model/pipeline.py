@@ -460,8 +460,9 @@ class MagiHumanPipeline:
         if self.decoder == "turbo":
             vae = self.residency.use(self.components.turbo_vaed)
             video = vae.decode(latent, output_device=torch.device("cpu") if self.residency.offload else None)
-        else:
-            video = self.residency.use(self.components.wan_vae).decode(latent)
+        else:   # as the original, the Wan2.2 decoder splits the width over the DiT's context-parallel group
+            parallel = self.components.dit.context_parallel
+            video = self.residency.use(self.components.wan_vae).decode(latent, parallel.group if parallel else None)
         # (0.5·x + 0.5).clamp(0, 1)·255 → uint8, in place: a 5-s 448×256 clip is 0.17 GB of floats
         video = video[0].float().mul_(0.5).add_(0.5).clamp_(0, 1).mul_(255).to(torch.uint8)
         return video.permute(1, 2, 3, 0).contiguous().cpu().numpy()
