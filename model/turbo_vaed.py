@@ -58,33 +58,18 @@ class TurboVAEDConfig:
 
 
 class TurboVAEDCausalConv3d(nn.Module):
-    """Despite the original name, non-causal: time is padded by replicating the edge frames, space with zeros.
-
-    The replicated frames are never built: the convolution pads time with zeros, then each of the first and last
-    `time_padding` output frames gets the kernel taps that would have read a replicated frame, applied to the edge
-    frame (a single-frame convolution, instead of a padded copy of the whole input in every layer).
-    """
+    """Despite the original name, non-causal: time is padded by replicating the edge frames, space with zeros."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3):
         super().__init__()
         k_t, k_h, k_w = (kernel_size,) * 3 if isinstance(kernel_size, int) else kernel_size
         self.time_padding = (k_t - 1) // 2
-        self.conv = nn.Conv3d(in_channels, out_channels, (k_t, k_h, k_w),
-                              padding=(self.time_padding, k_h // 2, k_w // 2))
+        self.conv = nn.Conv3d(in_channels, out_channels, (k_t, k_h, k_w), padding=(0, k_h // 2, k_w // 2))
 
     def forward(self, x):                                       # [B, C, T, H, W] -> [B, C_out, T, H, W]
-        weight, padding, p = self.conv.weight, self.conv.padding, self.time_padding
-        out = conv3d(x, weight, self.conv.bias, padding=padding)
-        edge_padding = (0, *padding[1:])
-        last = x.shape[2] - 1
-        for i in range(p):
-            # output frame i reads input frames i−p … i+p: its taps j < p−i fall before frame 0, i.e. on frame 0;
-            # output frame T−1−i likewise reads frame T−1 through its taps j > p+i
-            out[:, :, i:i + 1] += conv3d(x[:, :, :1], weight[:, :, :p - i].sum(2, keepdim=True), None,
-                                         padding=edge_padding)
-            out[:, :, last - i:last - i + 1] += conv3d(x[:, :, -1:], weight[:, :, p + i + 1:].sum(2, keepdim=True),
-                                                       None, padding=edge_padding)
-        return out
+        if self.time_padding:
+            x = F.pad(x, (0, 0, 0, 0, self.time_padding, self.time_padding), mode="replicate")
+        return conv3d(x, self.conv.weight, self.conv.bias, padding=self.conv.padding)
 
 
 class RMSNorm(nn.Module):
