@@ -88,9 +88,13 @@ class MagiHumanAdapter(Adapter):
         return MODEL_LABEL if self.checkpoints else TINY_RANDOM_LABEL
 
     def config(self) -> dict[str, Any]:
-        """The options as given (so unchanged defaults keep clip cache keys), plus the model and preset."""
-        return {"adapter": self.name, "arg": self.arg, **self.given_options, "model": self.model_label,
-                "preset": self.preset.name}
+        """The options as given (so unchanged defaults keep clip cache keys), plus the model and preset, and for
+        the tiny random stack its configuration's fingerprint (its clips change when it does)."""
+        from model.pipeline import tiny_stack_fingerprint
+
+        config = {"adapter": self.name, "arg": self.arg, **self.given_options, "model": self.model_label,
+                  "preset": self.preset.name}
+        return config if self.checkpoints else {**config, "tiny_stack": tiny_stack_fingerprint()[:16]}
 
     @cached_property
     def pipeline(self):
