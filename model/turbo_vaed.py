@@ -67,7 +67,7 @@ class TurboVAEDCausalConv3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, (k_t, k_h, k_w), padding=(0, k_h // 2, k_w // 2))
 
     def forward(self, x):                                       # [B, C, T, H, W] -> [B, C_out, T, H, W]
-        if self.time_padding:   # = F.pad(mode="replicate"), which is several times slower on channels-last data
+        if self.time_padding:   # = F.pad(mode="replicate"), which is slower, several times on channels-last data
             edge = (-1, -1, self.time_padding, -1, -1)
             x = torch.cat([x[:, :, :1].expand(edge), x, x[:, :, -1:].expand(edge)], dim=2)
         return conv3d(x, self.conv.weight, self.conv.bias, padding=self.conv.padding)
@@ -124,7 +124,7 @@ class WanResample(nn.Module):
 
     def forward(self, x, is_first_chunk: bool):
         if self.time_conv is not None:
-            x = channel_halves_to_frames(self.time_conv(x)).contiguous(memory_format=torch.channels_last_3d)
+            x = channel_halves_to_frames(self.time_conv(x))
             if is_first_chunk:                       # the first latent frame stands for a single video frame
                 x = x[:, :, 1:]
         # the per-frame 2-D layers as 3-D ones with a time extent of 1: no frames ↔ batch copies
@@ -189,9 +189,7 @@ class TurboVAEDDecoder3d(nn.Module):
         self.conv_out = TurboVAEDCausalConv3d(channels[-1], cfg.out_channels * cfg.patch_size ** 2)
 
     def forward(self, z, is_first_chunk: bool):
-        # channels-last (NDHWC), the layout oneDNN and cuDNN convolve 3-D data in fastest (on the CPU 1.7-3× for
-        # the narrow full-resolution layers); every layer keeps it
-        x = self.mid_block(self.conv_in(z.contiguous(memory_format=torch.channels_last_3d)))
+        x = self.mid_block(self.conv_in(z))
         for block in self.up_blocks:
             x = block(x, is_first_chunk)
         return unpatchify(self.conv_out(self.conv_act(self.norm_out(x))), self.patch_size)

@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 AAC_BIT_RATE = 192_000
-H264_OPTIONS = {"preset": "medium", "crf": "18"}
+H264_OPTIONS = {"preset": "veryfast", "crf": "18"}   # as mheval.media; "medium" took 3x longer (1.7 s for 5 s of 448x256)
 
 
 def write_clip(path: str | Path, frames: np.ndarray, fps: int, audio: np.ndarray, sample_rate: int) -> None:

