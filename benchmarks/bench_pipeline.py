@@ -1,8 +1,9 @@
-"""Stage times of the tiny random stack (magihuman-tiny-random) generating one clip, T2V and TI2V, on this machine.
+"""Stage times of the tiny random stack (magihuman-tiny-random) generating one clip, T2V, TI2V and A2V (audio-
+conditioned, from an espeak-ng sentence as long as the clip), on this machine.
 
 Every stage the real pipeline runs is timed by the pipeline itself (wall clock). The tiny stack has the real
 output sizes (frames, resolution, audio length) with tiny network widths, so the table shows where CPU time goes
-when widths are not the cost: the full-resolution video decode dominates. Prints a markdown table per preset.
+when widths are not the cost: the full-resolution video decode leads. Prints a markdown table per preset.
 
     python benchmarks/bench_pipeline.py --presets distill,sr_540p --seconds 2 --width 448 --height 256 [--threads 1]
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +31,10 @@ PROMPT = ('A young woman with short black hair faces the camera in a quiet offic
           "Background Sound:\n<No prominent background sound>")
 
 
+RUN_ORDER = ("audio encoding", "text encoding", "image encoding", "base denoising", "super-resolution", "video decode",
+             "audio decode", "write mp4")   # the pipeline's stages; the totals follow
+
+
 def reference_image(directory: Path) -> Path:
     path = directory / "reference.png"
     pixels = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), dtype=np.uint8)   # the examples' 1280x720
@@ -36,13 +42,21 @@ def reference_image(directory: Path) -> Path:
     return path
 
 
-def measure(preset: str, args, image: Path, directory: Path) -> dict[str, dict[str, float]]:
+def reference_speech(directory: Path, seconds: int) -> Path:
+    """The dialogue line spoken by espeak-ng, repeated until it lasts `seconds` (the pipeline cuts it there)."""
+    path = directory / "speech.wav"
+    text = " ".join(["The report is ready."] * (2 * seconds))
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(path), text], check=True)
+    return path
+
+
+def measure(preset: str, args, image: Path, speech: Path, directory: Path) -> dict[str, dict[str, float]]:
     pipe = MagiHumanPipeline.tiny_random(preset, device="cpu")
     columns = {}
-    for mode, reference in (("T2V", None), ("TI2V", image)):
+    for mode, reference, audio in (("T2V", None, None), ("TI2V", image, None), ("A2V", None, speech)):
         started, cpu_started = time.perf_counter(), time.process_time()
         result = pipe.generate(PROMPT, image=reference, seconds=args.seconds, width=args.width, height=args.height,
-                               seed=42, out=directory / f"{preset}_{mode}.mp4")
+                               seed=42, out=directory / f"{preset}_{mode}.mp4", audio=audio)
         columns[mode] = {**result.timings, "total (wall)": time.perf_counter() - started,
                          "total (process CPU time)": time.process_time() - cpu_started}
         frames, height, width, _ = result.frames.shape
@@ -51,7 +65,9 @@ def measure(preset: str, args, image: Path, directory: Path) -> dict[str, dict[s
 
 
 def table(preset: str, columns: dict[str, dict]) -> str:
-    stages = [stage for stage in max(columns.values(), key=len) if not stage.startswith("_")]
+    stages = [stage for stage in dict.fromkeys(key for column in columns.values() for key in column)
+              if not stage.startswith("_")]
+    stages.sort(key=lambda stage: RUN_ORDER.index(stage) if stage in RUN_ORDER else len(RUN_ORDER))
     lines = [f"| {preset} | " + " | ".join(f"{mode} (s)" for mode in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for stage in stages:
@@ -75,9 +91,9 @@ def main() -> None:
     print(f"magihuman-tiny-random, {args.seconds}-s clip, base {width}x{height}, CPU {platform.processor() or '?'}, "
           f"torch threads {torch.get_num_threads()}, load average before {os.getloadavg()[0]:.1f}\n")
     with tempfile.TemporaryDirectory() as tmp:
-        image = reference_image(Path(tmp))
+        image, speech = reference_image(Path(tmp)), reference_speech(Path(tmp), args.seconds)
         for preset in args.presets.split(","):
-            print(table(preset, measure(preset, args, image, Path(tmp))) + "\n")
+            print(table(preset, measure(preset, args, image, speech, Path(tmp))) + "\n")
     print(f"load average after {os.getloadavg()[0]:.1f}")
 
 

@@ -24,8 +24,8 @@ import torch
 
 from bench_dit import cpu_bench_config
 from model.dit import DiTModel
-from model.sampling import (BASE_SAMPLER, DISTILL_SAMPLER, LatentShape, SamplerConfig, VelocityFn, dit_velocity_fn,
-                            generate_latents)
+from model.sampling import BASE_SAMPLER, DISTILL_SAMPLER, SamplerConfig, VelocityFn, dit_velocity_fn, generate_latents
+from model.shapes import LatentShape
 from model.text_encoder import TextEmbedding
 
 SAMPLERS = {"base": BASE_SAMPLER, "distill": DISTILL_SAMPLER}
@@ -94,7 +94,7 @@ def report(label: str, timings: dict[str, Timing]) -> None:
 
 
 def num_tokens(shape: LatentShape, text_tokens: int) -> int:
-    return shape.frames * (shape.height // 2) * (shape.width // 2) + shape.audio_frames + text_tokens
+    return shape.video_tokens + shape.audio_frames + text_tokens
 
 
 def main(argv=None) -> None:

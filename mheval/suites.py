@@ -14,6 +14,9 @@ One file per suite, `prompts/<name>.toml`:
     seconds = 4.0                  # 0 < seconds <= 30
     resolution = "448x256"         # WIDTHxHEIGHT, even, >= 64 (see below)
     reference_image = "images/x.png"   # optional, relative to the suite file
+    reference_audio = "audio/x.wav"    # optional, relative to the suite file: speech the clip must lip-sync to
+                                       # (audio-conditioned generation; adapters that cannot condition on audio
+                                       # ignore it)
     prompt = '''<main body>
 
     Dialogue:
@@ -55,9 +58,9 @@ MAX_SIDE = 4096
 
 SUITE_FIELDS = {"name": str, "description": str}
 ITEM_FIELDS = {"id": str, "language": str, "seconds": (int, float), "resolution": str,
-               "reference_image": str, "prompt": str}
+               "reference_image": str, "reference_audio": str, "prompt": str}
 REQUIRED_ITEM_FIELDS = ("id", "language", "seconds", "resolution", "prompt")
-DEFAULTABLE_FIELDS = ("language", "seconds", "resolution", "reference_image")
+DEFAULTABLE_FIELDS = ("language", "seconds", "resolution", "reference_image", "reference_audio")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RESOLUTION = re.compile(r"(\d+)x(\d+)")
 
@@ -110,6 +113,7 @@ class SuiteItem:
     reference_image: Path | None
     dialogue: tuple[DialogueLine, ...]
     reference_text: str
+    reference_audio: Path | None = None
 
     @property
     def visual_prompt(self) -> str:
@@ -117,12 +121,15 @@ class SuiteItem:
         return split_prompt(self.prompt)[0]
 
     def content_hash(self) -> str:
-        """sha256 of what a generator sees: prompt, language, duration, size and reference image bytes.
+        """sha256 of what a generator sees: prompt, language, duration, size and reference image (and audio) bytes.
 
-        The id is left out so that renaming an item keeps its cached clips."""
+        The id is left out so that renaming an item keeps its cached clips. An item without reference audio hashes
+        as before that field existed."""
         image = sha256_file_cached(self.reference_image) if self.reference_image else None
         fields = {"language": self.language, "prompt": self.prompt, "seconds": self.seconds,
                   "width": self.width, "height": self.height, "reference_image_sha256": image}
+        if self.reference_audio:
+            fields["reference_audio_sha256"] = sha256_file_cached(self.reference_audio)
         return _sha256_json(fields)
 
 
@@ -349,13 +356,14 @@ class _SuiteParser:
         if not 0 < seconds <= MAX_SECONDS:
             self.problem(where, "seconds", f"{fields['seconds']} is outside 0 < seconds <= {MAX_SECONDS:g}")
         size = self.parse_resolution(where, fields["resolution"])
-        image = self.parse_reference_image(where, fields.get("reference_image"))
+        image = self.parse_reference_file(where, "reference_image", fields.get("reference_image"))
+        audio = self.parse_reference_file(where, "reference_audio", fields.get("reference_audio"))
         dialogue = self.parse_dialogue(where, fields["prompt"], language)
         if len(self.problems) > before:
             return None
         width, height = size
         return SuiteItem(fields["id"], language, fields["prompt"], seconds, width, height, image,
-                         tuple(dialogue), reference_text(dialogue))
+                         tuple(dialogue), reference_text(dialogue), audio)
 
     def parse_resolution(self, where: str, resolution: str) -> tuple[int, int]:
         match = RESOLUTION.fullmatch(resolution.strip())
@@ -368,13 +376,13 @@ class _SuiteParser:
                                               f"{MIN_SIDE}..{MAX_SIDE} pixels")
         return width, height
 
-    def parse_reference_image(self, where: str, relative: str | None) -> Path | None:
+    def parse_reference_file(self, where: str, field: str, relative: str | None) -> Path | None:
         if relative is None:
             return None
-        image = (self.path.parent / relative).resolve()
-        if not image.is_file():
-            self.problem(where, "reference_image", f'"{relative}" does not exist (looked for {image})')
-        return image
+        path = (self.path.parent / relative).resolve()
+        if not path.is_file():
+            self.problem(where, field, f'"{relative}" does not exist (looked for {path})')
+        return path
 
     def parse_dialogue(self, where: str, prompt: str, language: str) -> list[DialogueLine]:
         if split_prompt(prompt)[1] is None:

@@ -2,7 +2,9 @@
 
 Prints what it is about to do, a progress bar per stage, and the wall time of every stage at the end. Without
 --checkpoints it runs `magihuman-tiny-random` (random weights: the clip is noise of the right shape).
-`python -m model layout` prints the checkpoint directory layout; `python -m model presets` lists the presets.
+With --audio it makes an audio-conditioned clip (a2v): the lips follow the given speech, which becomes the clip's
+audio track. `python -m model layout` prints the checkpoint directory layout; `python -m model presets` lists the
+presets.
 """
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mheval.media import MediaError
 from model.pipeline import (CHECKPOINT_LAYOUT, DEFAULT_HEIGHT, DEFAULT_PRESET, DEFAULT_SECONDS, DEFAULT_SEED,
                             DEFAULT_WIDTH, FPS, PRESETS, MagiHumanPipeline, audio_samples, clip_shape,
                             round_resolution)
+from model.shapes import AUDIO_LATENTS_PER_SECOND, LatentShape
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,10 +26,16 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     prompt.add_argument("--prompt", help="the (enhanced) prompt text")
     prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
     parser.add_argument("--image", type=Path, default=None, help="reference image: TI2V (default: T2V)")
+    parser.add_argument("--audio", type=Path, default=None,
+                        help="reference speech (any audio or video file): a2v, the clip follows this audio, cut to "
+                             "--seconds, and its audio track is this speech through the audio VAE")
+    parser.add_argument("--hold-audio", action="store_true",
+                        help="a2v with the distill preset: keep the reference audio fixed during the steps (the "
+                             "original still updates it, which looks like a bug; default: as the original)")
     parser.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
                         help=f"configuration (default {DEFAULT_PRESET})")
     parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS,
-                        help=f"whole seconds (default {DEFAULT_SECONDS})")
+                        help=f"whole seconds (default {DEFAULT_SECONDS}); with --audio, at most this much of it")
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help="base width, rounded down to a multiple of 32")
     parser.add_argument("--height", type=int, default=DEFAULT_HEIGHT, help="base height, rounded down likewise")
     parser.add_argument("--sr-width", type=int, default=None, help="SR presets: output width (default: the preset's)")
@@ -80,16 +90,22 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"loading checkpoints from {args.checkpoints} ...", file=sys.stderr)
         pipeline = MagiHumanPipeline.from_checkpoints(args.checkpoints, **options)
     width, height = round_resolution(args.width, args.height)
-    print(f"model {pipeline.label}, preset {preset.name} ({preset.description}), "
-          f"{'TI2V from ' + str(args.image) if args.image else 'T2V'}, device {pipeline.device}"
+    mode = ("TI2V from " + str(args.image) if args.image else "T2V") + (f", a2v from {args.audio}" if args.audio else "")
+    print(f"model {pipeline.label}, preset {preset.name} ({preset.description}), {mode}, device {pipeline.device}"
           f"{', offload' if args.offload else ''}, seed {args.seed}", file=sys.stderr)
-    print(f"{args.seconds} s: {shape.pixel_frames} frames at {FPS} fps, {shape.frames} latent frames, "
-          f"{shape.audio_frames} audio latents ({audio_samples(shape.audio_frames)} samples at 44.1 kHz); "
-          f"base {width}x{height}" + (", SR {}x{}".format(*round_resolution(*sr_size)) if preset.sr_model else ""),
-          file=sys.stderr)
+    sizes = f"base {width}x{height}" + (", SR {}x{}".format(*round_resolution(*sr_size)) if preset.sr_model else "")
+    if args.audio:
+        longest = LatentShape.for_audio(AUDIO_LATENTS_PER_SECOND * args.seconds, args.width, args.height)
+        print(f"length follows the audio, cut to {args.seconds} s (then {longest.pixel_frames} frames at {FPS} fps); "
+              f"{sizes}", file=sys.stderr)
+    else:
+        print(f"{args.seconds} s: {shape.pixel_frames} frames at {FPS} fps, {shape.frames} latent frames, "
+              f"{shape.audio_frames} audio latents ({audio_samples(shape.audio_frames)} samples at 44.1 kHz); "
+              f"{sizes}", file=sys.stderr)
     result = pipeline.generate(prompt, image=args.image, seconds=args.seconds, width=args.width, height=args.height,
                                seed=args.seed, sr_size=sr_size, out=args.out,
-                               progress=StageProgress(disable=args.no_progress))
+                               progress=StageProgress(disable=args.no_progress), audio=args.audio,
+                               hold_audio=args.hold_audio)
     print(stage_table(result.timings))
     frames, out_height, out_width, _ = result.frames.shape
     print(f"wrote {args.out}: {frames} frames {out_width}x{out_height} at {result.fps} fps, "
@@ -114,7 +130,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m model") -> int:
         return 0
     try:
         return run_generate(args)
-    except (ValueError, FileNotFoundError) as err:   # bad request or checkpoint layout: the message says which
+    except (ValueError, FileNotFoundError, MediaError) as err:   # bad request, checkpoint layout or audio file
         print(f"{parser.prog} generate: error: {err}", file=sys.stderr)
         return 2
 

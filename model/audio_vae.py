@@ -4,7 +4,8 @@ Entry points:
 
     vae = load_audio_vae("<stable_audio_dir>")     # model_config.json + model.safetensors (pretransform.model.*)
     waveform = vae.decode(latent)                  # DiT-space latent [1,Na,64] -> np.float32 [N,2] stereo, 44.1 kHz
-    latent = vae.encode_audio(waveform)            # stereo [2,N] at 51.2 kHz -> [1,ceil(N/2048),64] (sampled)
+    latent = vae.encode_audio(waveform)            # stereo [2,N] at 51.2 kHz -> [1,Na≈N/2048,64] (sampled)
+    waveform = load_reference_audio("speech.wav", seconds=4)   # a2v input: [2, ≤4·51200], as the original loads it
 
 One latent frame is a 2048-sample hop. The pipeline feeds and reads audio at a notional 51.2 kHz, so a latent
 frame lasts 40 ms (one 25 fps video frame); the decoded waveform is then FFT-resampled by 441/512 to 44.1 kHz.
@@ -225,9 +226,13 @@ class AudioVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, waveform: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Stereo [2, N] or [B, 2, N] -> sampled latent [B, 64, N/2048] = mean + (softplus(scale)+1e-4)·ε."""
+        """Stereo [2, N] or [B, 2, N] -> sampled latent [B, 64, N/2048] = mean + (softplus(scale)+1e-4)·ε.
+
+        ε comes from `generator` (drawn on its device, then moved) or else from the global RNG, as the original's.
+        """
         mean, scale = self.encoder(self._batched(waveform)).chunk(2, dim=1)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
+                            device=generator.device if generator is not None else mean.device).to(mean.device)
         return noise * (F.softplus(scale) + 1e-4) + mean
 
     @torch.no_grad()
@@ -240,24 +245,45 @@ class AudioVAE(nn.Module):
         waveform = self.decode_latent(latent[0].T.float())[0]  # [2, N]
         return resample_to_output_rate(waveform.T.cpu().numpy())
 
-    def encode_audio(self, waveform: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Stereo [2, N] at 51.2 kHz -> DiT-space latent [1, ceil(N/2048), 64].
+    def encode_audio(self, waveform: torch.Tensor, generator: torch.Generator | None = None,
+                     window_seconds: float = LONG_AUDIO_WINDOW_S) -> torch.Tensor:
+        """Stereo [2, N] at 51.2 kHz -> DiT-space latent [1, Na, 64] (the original's `load_audio_and_encode`).
 
-        Up to 29 s is one encode; longer audio is split into zero-padded 29 s windows that overlap by half
-        (the hop is a whole number of latent frames) and merged with a linear cross-fade in latent space.
+        Up to one window (29 s) is a single encode: Na is the encoder's output length (N/2048 for whole hops).
+        Longer audio is cut into windows that start every half window (in samples) until one reaches the end; each
+        is zero-padded to the window, encoded on its own (one posterior draw each, in order) and the latents are
+        merged with a linear cross-fade over half a window's latents; the result is cut to ⌈N·L/W⌉ latents (L
+        latents per W-sample window). As in the original, the windows' sample step is half a window even when
+        that is not a whole number of latents (29 s: 362.5), while the merge steps by whole latents (363).
         """
         n = waveform.shape[-1]
-        window_latents = LONG_AUDIO_WINDOW_S * PIPELINE_SAMPLE_RATE // self.hop
-        if n <= window_latents * self.hop:
-            latent = self.encode(waveform, generator).transpose(1, 2)
-        else:
-            hop_latents = window_latents - int(window_latents * LONG_AUDIO_OVERLAP)
-            n_windows = 1 + math.ceil((n - window_latents * self.hop) / (hop_latents * self.hop))
-            padded = F.pad(waveform, (0, (n_windows - 1) * hop_latents * self.hop + window_latents * self.hop - n))
-            windows = [self.encode(padded[..., i * hop_latents * self.hop:][..., :window_latents * self.hop],
-                                   generator).transpose(1, 2) for i in range(n_windows)]
-            latent = merge_overlapping_windows(windows)
-        return latent[:, :math.ceil(n / self.hop)]
+        window = int(window_seconds * PIPELINE_SAMPLE_RATE)
+        if n <= window:
+            return self.encode(waveform, generator).transpose(1, 2)
+        step = int(window * (1 - LONG_AUDIO_OVERLAP))
+        windows = []
+        for start in range(0, n, step):
+            chunk = waveform[..., start:start + window]
+            windows.append(self.encode(F.pad(chunk, (0, window - chunk.shape[-1])), generator).transpose(1, 2))
+            if start + window >= n:
+                break
+        latents_per_sample = windows[0].shape[1] / window
+        return merge_overlapping_windows(windows)[:, :math.ceil(n * latents_per_sample)]
+
+
+def load_reference_audio(path: str | Path, seconds: float | None = None) -> torch.Tensor:
+    """An audio (or video) file as the a2v path feeds it to the encoder: stereo float32 [2, N] at 51.2 kHz.
+
+    Like the original's `whisper.load_audio(path, sr=51200)`: the first audio stream decoded, mixed to mono and
+    resampled by libswresample, quantised to 16 bits; then cut to `seconds` and duplicated to two channels.
+    """
+    from mheval.media import read_audio
+    from model.video_io import quantize_pcm16
+
+    mono = quantize_pcm16(read_audio(path, PIPELINE_SAMPLE_RATE))
+    if seconds is not None:
+        mono = mono[:int(seconds * PIPELINE_SAMPLE_RATE)]
+    return torch.from_numpy(mono).unsqueeze(0).expand(2, -1)
 
 
 def load_audio_vae(model_dir: str | Path) -> AudioVAE:

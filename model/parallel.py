@@ -1,6 +1,7 @@
-"""Ulysses context parallel for the DiT over torch.distributed (gloo on CPU, NCCL on CUDA).
+"""Context parallel over torch.distributed (gloo on CPU, NCCL on CUDA): Ulysses for the DiT, and the Wan2.2
+decoder's spatial split (`in_width_slices`, spec 5.1).
 
-The packed sequence is split contiguously across the ranks of a process group (the first L % world ranks take one
+DiT (Ulysses). The packed sequence is split contiguously across the ranks of a process group (the first L % world ranks take one
 extra token). Everything per-token (adapter, norms, linears, RoPE, modality experts) runs on local tokens. Attention
 needs every token, so around it one all-to-all scatters heads and gathers the sequence ([L_r, H, D] → [L, H/world, D],
 q, k and v fused into one call), the full-sequence attention runs on this rank's heads (local-attention ranges are
@@ -8,10 +9,13 @@ in global coordinates), and the reverse all-to-all gathers heads back. The outpu
 
     enable_context_parallel(model, group)   # every rank calls the model with the same full packed inputs
     velocity = model(*packed.model_inputs())  # identical full [L, C] velocity on every rank
+
+Wan2.2 decoder: `WanVAE.decode(latent, group)` runs each residual block, upsampler, the first conv and the head on
+a slice of the width with a halo of real neighbours, then gathers (the DiT's CP group, as the original passes it).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -82,3 +86,31 @@ def enable_context_parallel(model: DiTModel, group: Optional[dist.ProcessGroup] 
     model.context_parallel = UlyssesContextParallel(group)
     return model
 
+
+
+def in_width_slices(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                    group: Optional[dist.ProcessGroup], halo: int, scale: int = 1) -> torch.Tensor:
+    """`fn(x)` for x [..., W] computed as the original's context-parallel Wan2.2 decode does: W is cut into
+    ⌈W/world⌉-wide slices, each rank runs `fn` on its slice widened by `halo` real neighbouring columns per side
+    (so zero padding happens only at the image edges), keeps its own columns (×`scale` when `fn` upsamples W)
+    and all ranks gather the full result. Without a group of two or more ranks it is `fn(x)`.
+
+    Equal to `fn(x)` when `halo` covers fn's reach (e.g. 2 for two 3×3 convolutions); the halo is trimmed at the
+    slice's real position, also where the image edge clips it (the original trims a fixed halo there, which
+    would drop columns on narrow inputs).
+    """
+    if group is None or dist.get_world_size(group) == 1:
+        return fn(x)
+    world, rank, width = dist.get_world_size(group), dist.get_rank(group), x.shape[-1]
+    if width < world:
+        raise ValueError(f"cannot split a width of {width} over {world} ranks")
+    chunk = -(-width // world)
+    bounds = [(min(r * chunk, width), min((r + 1) * chunk, width)) for r in range(world)]
+    start, end = bounds[rank]
+    low, high = max(0, start - halo), min(width, end + halo)
+    mine = fn(x[..., low:high])[..., (start - low) * scale:(end - low) * scale]
+    padded = mine.new_zeros(*mine.shape[:-1], chunk * scale)     # gloo gathers equal shapes only
+    padded[..., :mine.shape[-1]] = mine
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded.contiguous(), group=group)
+    return torch.cat([part[..., :(stop - begin) * scale] for part, (begin, stop) in zip(gathered, bounds)], dim=-1)

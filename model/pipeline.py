@@ -1,8 +1,9 @@
-"""The daVinci-MagiHuman generator end to end: prompt (+ reference image) in, mp4 with speech out (spec 3.4, 4.5–4.8,
-7.1, 7.2, Appendix C).
+"""The daVinci-MagiHuman generator end to end: prompt (+ reference image, + reference speech) in, mp4 with speech
+out (spec 3.4, 4.5–4.8, 7.1, 7.2, Appendix C).
 
 Stages, each timed (wall clock, device synchronised), in the original's order:
 
+    audio encoding     a2v only: the reference speech through the Oobleck encoder (clean audio tokens)
     text encoding      T5Gemma features of the prompt (and, for CFG, of the fixed negative prompt)
     image encoding     TI2V only: the reference image through the Wan2.2 encoder, at base and SR resolution
     base denoising     base DiT, 32 UniPC steps with CFG (or the distilled DiT, 8 steps)
@@ -12,8 +13,9 @@ Stages, each timed (wall clock, device synchronised), in the original's order:
     write mp4          H.264 + AAC (only when an output path is given)
 
 Sizes: a clip of s seconds has Na = 25s+1 audio latents, T = ⌊25s/4⌋+1 latent frames and F = 4(T−1)+1 video
-frames; pixel sizes round down to multiples of 32. Noise comes from one CPU generator seeded with `seed`, drawn in the
-original's order (see model.sampling).
+frames (a2v: Na is the encoded speech's length, T follows it); pixel sizes round down to multiples of 32
+(model.shapes). Noise comes from one CPU generator seeded with `seed`, drawn in the original's order (see
+model.sampling).
 
 Two ways to get the components:
 
@@ -21,6 +23,7 @@ Two ways to get the components:
     pipe = MagiHumanPipeline.tiny_random(preset="sr_540p")    # "magihuman-tiny-random": random weights, noise out
     result = pipe.generate("A man says ...", seconds=2, width=448, height=256, seed=42, out="clip.mp4")
     result.timings   # {"text encoding": 0.01, "base denoising": 1.9, ...}
+    pipe.generate("A man says ...", audio="speech.wav", seconds=4, out="a2v.mp4")   # lips follow the given speech
 
 The tiny random stack keeps every structural size that shapes the output (16× spatial and 4× temporal video
 upsampling, the 2048-sample audio hop at 51.2 kHz, 48/64 latent channels) and only shrinks widths and depths, so
@@ -28,6 +31,7 @@ its clips have the real frame count, fps, resolution and audio length while thei
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -41,12 +45,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from model.audio_vae import OUTPUT_SAMPLE_RATE, AudioVAE, OobleckConfig, load_audio_vae
+from model.audio_vae import (OUTPUT_SAMPLE_RATE, PIPELINE_SAMPLE_RATE, AudioVAE, OobleckConfig, load_audio_vae,
+                             load_reference_audio)
 from model.checkpoint import load_dit
 from model.dit import DiTConfig, DiTModel
-from model.sampling import (AUDIO_LATENTS_PER_SECOND, BASE_SAMPLER, DISTILL_SAMPLER, PIXELS_PER_LATENT,
-                            LatentShape, SamplerConfig, SamplingResult, StepState, VelocityFn, dit_velocity_fn,
-                            generate_latents, latent_side)
+from model.sampling import (BASE_SAMPLER, DISTILL_SAMPLER, SamplerConfig, SamplingResult, StepState, VelocityFn,
+                            dit_velocity_fn, generate_latents)
+from model.shapes import AUDIO_LATENTS_PER_SECOND, PATCH_SIZE, PIXELS_PER_LATENT, LatentShape, latent_side
 from model.text_encoder import (NEGATIVE_PROMPT, T5GemmaTextEncoder, TextEmbedding, TextEncoder,
                                 TinyRandomTextEncoder, TinyTextEncoderConfig)
 from model.turbo_vaed import TurboVAED, TurboVAEDConfig, load_turbo_vaed
@@ -60,7 +65,7 @@ DEFAULT_SECONDS = 4
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 448, 256        # br_width / br_height of every shipped example
 DEFAULT_SEED = 42                                # run_offline's default
 DEFAULT_PRESET = "distill"                       # the fast configuration
-RESOLUTION_MULTIPLE = 2 * PIXELS_PER_LATENT      # latent sides are even: pixel sides are multiples of 32
+RESOLUTION_MULTIPLE = PATCH_SIZE * PIXELS_PER_LATENT   # latent sides are even: pixel sides are multiples of 32
 
 MODEL_LABEL = "magihuman"
 TINY_RANDOM_LABEL = "magihuman-tiny-random"
@@ -236,14 +241,23 @@ def load_components(checkpoints: str | Path, preset: Preset, vae_dtype: torch.dt
         weight_files=paths.weight_files())
 
 
-# The tiny random stack: widths and depths shrink, every size that shapes the output stays.
+# The tiny random stack: widths and depths shrink, every size that shapes the output stays, and every kind of
+# layer is still there (DiT: a 3-expert GELU7 layer, a shared SwiGLU7 layer, a 3-expert SwiGLU7 layer, GQA;
+# Turbo-VAED: the mid block, both upsampler kinds, ReLU-first ResNets, channel-changing ResNets with shortcuts, the
+# released 7/7 windows). It is sized to cost seconds, not minutes, for a 5-s 448x256 clip on a 2-core CPU.
 TINY_TEXT = TinyTextEncoderConfig(width=64, num_layers=2, num_heads=4)
-TINY_DIT = DiTConfig(num_layers=4, hidden_size=64, head_dim=16, num_query_groups=2, mm_layers=(0, 3),
+TINY_DIT = DiTConfig(num_layers=3, hidden_size=32, head_dim=16, num_query_groups=1, mm_layers=(0, 2),
                      gelu7_layers=(0,), text_in_channels=TINY_TEXT.width)
-TINY_TURBO_VAED = TurboVAEDConfig(decoder_block_out_channels=(4, 8, 12, 16))
+TINY_TURBO_VAED = TurboVAEDConfig(decoder_block_out_channels=(2, 4, 6, 8), decoder_layers_per_block=(1, 1, 1, 1, 1))
 TINY_WAN_VAE = WanVAEConfig(dim=4, dec_dim=4)
 TINY_AUDIO_ENCODER = OobleckConfig(channels=4, latent_dim=128)
 TINY_AUDIO_DECODER = OobleckConfig(channels=4, latent_dim=64)
+
+
+def tiny_stack_fingerprint() -> str:
+    """sha256 of the tiny random stack's configuration: what its clips depend on besides the code and the seed."""
+    configs = (TINY_TEXT, TINY_DIT, TINY_TURBO_VAED, TINY_WAN_VAE, TINY_AUDIO_ENCODER, TINY_AUDIO_DECODER)
+    return hashlib.sha256(repr(configs).encode()).hexdigest()
 
 
 def randomize_(module: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -423,27 +437,45 @@ class MagiHumanPipeline:
         vae = self.residency.use(self.components.wan_vae)
         return vae.encode(prepare_image(image, width, height).to(self.device))
 
-    def sample(self, text: TextEmbedding, negative_text: TextEmbedding | None, shape: LatentShape, seed: int,
-               sr_shape: tuple[int, int] | None = None, image_latent: torch.Tensor | None = None,
-               sr_image_latent: torch.Tensor | None = None,
-               on_step: Callable[[StepState], None] | None = None) -> SamplingResult:
-        """Base (and SR) denoising: the original's loops with this pipeline's DiTs (coords v2 base, v1 SR)."""
+    def encode_audio(self, audio: str | Path, seconds: int | None, generator: torch.Generator) -> torch.Tensor:
+        """a2v: reference audio (cut to `seconds`) → clean audio latent [1, Na, 64], Na ≈ 25 per second; the
+        posterior sample draws from `generator`."""
+        waveform = load_reference_audio(audio, seconds)
+        vae = self.residency.use(self.components.audio_vae)
+        if waveform.shape[1] < vae.hop:
+            raise ValueError(f"reference audio {audio}: {waveform.shape[1]} samples at {PIPELINE_SAMPLE_RATE} Hz, "
+                             f"shorter than one audio latent ({vae.hop} samples, 40 ms)")
+        return vae.encode_audio(waveform.to(self.device), generator)
+
+    def sample(self, text: TextEmbedding, negative_text: TextEmbedding | None, shape: LatentShape,
+               seed: int | torch.Generator, sr_shape: tuple[int, int] | None = None,
+               image_latent: torch.Tensor | None = None, sr_image_latent: torch.Tensor | None = None,
+               on_step: Callable[[StepState], None] | None = None, audio_latent: torch.Tensor | None = None,
+               hold_audio: bool = False) -> SamplingResult:
+        """Base (and SR) denoising: the original's loops with this pipeline's DiTs (coords v2 base, v1 SR).
+
+        `audio_latent`: a2v, the encoded reference audio as clean audio tokens; `hold_audio` keeps it fixed in
+        the distilled preset's steps too (see `SamplerConfig.distill_steps_a2v_audio`).
+        """
         sr_dit = self.components.sr_dit if sr_shape is not None else None
+        sampler = replace(self.preset.sampler, distill_steps_a2v_audio=not hold_audio)
         return generate_latents(
-            resident(self.residency, self.components.dit, "v2"), text, negative_text, shape, self.preset.sampler,
+            resident(self.residency, self.components.dit, "v2"), text, negative_text, shape, sampler,
             seed, sr_velocity_fn=resident(self.residency, sr_dit, "v1") if sr_dit is not None else None,
             sr_size=sr_shape, image_latent=image_latent, sr_image_latent=sr_image_latent, on_step=on_step,
-            device=self.device)
+            device=self.device, audio_latent=audio_latent)
 
     def decode_video(self, latent: torch.Tensor) -> np.ndarray:
         """Video latent [1, 48, T, h, w] → uint8 frames [4(T−1)+1, 16h, 16w, 3]."""
         if self.decoder == "turbo":
             vae = self.residency.use(self.components.turbo_vaed)
             video = vae.decode(latent, output_device=torch.device("cpu") if self.residency.offload else None)
-        else:
-            video = self.residency.use(self.components.wan_vae).decode(latent)
-        video = ((0.5 * video.float() + 0.5).clamp(0, 1) * 255).to(torch.uint8)
-        return video[0].permute(1, 2, 3, 0).cpu().numpy()
+        else:   # as the original, the Wan2.2 decoder splits the width over the DiT's context-parallel group
+            parallel = self.components.dit.context_parallel
+            video = self.residency.use(self.components.wan_vae).decode(latent, parallel.group if parallel else None)
+        # (0.5·x + 0.5).clamp(0, 1)·255 → uint8, in place: a 5-s 448×256 clip is 0.17 GB of floats
+        video = video[0].float().mul_(0.5).add_(0.5).clamp_(0, 1).mul_(255).to(torch.uint8)
+        return video.permute(1, 2, 3, 0).contiguous().cpu().numpy()
 
     def decode_audio(self, latent: torch.Tensor) -> np.ndarray:
         """Audio latent [1, Na, 64] → float32 [int(Na·2048·441/512), 2] at 44.1 kHz."""
@@ -455,22 +487,34 @@ class MagiHumanPipeline:
     def generate(self, prompt: str, image: str | Path | Image.Image | None = None, seconds: int = DEFAULT_SECONDS,
                  width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT, seed: int = DEFAULT_SEED,
                  sr_size: tuple[int, int] | None = None, out: str | Path | None = None,
-                 progress: ProgressFn | None = None) -> GenerationResult:
+                 progress: ProgressFn | None = None, audio: str | Path | None = None,
+                 hold_audio: bool = False) -> GenerationResult:
         """One clip. width×height is the base resolution (rounded down to multiples of 32); SR presets then
-        generate at `sr_size` (default: the preset's). With `out`, the mp4 is written there."""
+        generate at `sr_size` (default: the preset's). With `out`, the mp4 is written there.
+
+        `audio` (a2v, spec 4.7): a speech file that conditions the clip. It is cut to `seconds`, encoded, and the
+        clip follows its length (Na latents → T = ⌊(Na−1)/4⌋+1 latent frames); its audio track is that speech
+        through the audio VAE. `hold_audio`: see `sample`.
+        """
         shape = clip_shape(seconds, width, height)
         sr_shape = None
         if self.preset.sr_model:
             sr_width, sr_height = sr_size or self.preset.sr_size
             check_resolution(sr_width, sr_height)
             sr_shape = (latent_side(sr_height), latent_side(sr_width))
+        generator = torch.Generator().manual_seed(seed)
         timings: dict[str, float] = {}
+        audio_latent = None
+        if audio is not None:   # the posterior sample is the first draw, before the video noise, as in the original
+            with self._stage("audio encoding", timings, progress):
+                audio_latent = self.encode_audio(audio, seconds, generator)
+            shape = LatentShape.for_audio(audio_latent.shape[1], width, height)
         with self._stage("text encoding", timings, progress):
             text, negative_text = self.encode_text(prompt)
         image_latent = sr_image_latent = None
         if image is not None:   # both resolutions up front: encoding draws no noise, so the RNG order is kept
             with self._stage("image encoding", timings, progress):
-                image_latent = self.encode_image(image, *_pixels(shape.width, shape.height))
+                image_latent = self.encode_image(image, *shape.pixel_size)
                 if sr_shape is not None:
                     sr_image_latent = self.encode_image(image, *_pixels(sr_shape[1], sr_shape[0]))
 
@@ -478,7 +522,8 @@ class MagiHumanPipeline:
             if progress is not None:
                 progress(_STEP_STAGES[state.stage], state.index + 1, state.num_steps)
 
-        latents = self.sample(text, negative_text, shape, seed, sr_shape, image_latent, sr_image_latent, on_step)
+        latents = self.sample(text, negative_text, shape, generator, sr_shape, image_latent, sr_image_latent, on_step,
+                              audio_latent, hold_audio)
         timings.update(latents.stage_seconds)
         with self._stage("video decode", timings, progress):
             frames = self.decode_video(latents.video)

@@ -5,12 +5,13 @@ on unpacked latents ([1,48,T,h,w], [1,Na,64]); `dit_velocity_fn` builds one from
 
 * `denoise`: one run of the original's `evaluate_with_latent`: TI2V frame-0 injection, the cond forward, the
   negative-prompt forward and CFG when cfg_number = 2, then the step dispatch
-  (distilled: DDIM-style steps for video and audio; otherwise UniPC, audio only outside SR).
+  (distilled: DDIM-style steps for video and audio; otherwise UniPC, audio only outside SR and outside a2v).
 * `sample_base`, `super_resolve`: the two stages of `evaluate`, with the original's random draw order.
 * `generate_latents`: both stages, timed, as the pipeline runs them.
 
-Every random draw comes from the one `generator`, in the original order: initial audio, initial video;
-per distilled step video then audio noise; at SR the video re-noise then the audio noise.
+Every random draw comes from the one `generator`, in the original order: initial audio (a2v: the audio encoder's
+posterior sample instead), initial video; per distilled step video then audio noise; at SR the video re-noise
+then the audio noise.
 """
 
 import time
@@ -24,13 +25,8 @@ from model.dit import DiTModel
 from model.packing import inject_reference_image, pack, unpack
 from model.scheduler import (DEFAULT_SHIFT, SR_AUDIO_NOISE_SCALE, SR_NOISE_VALUE, FlowUniPCScheduler, ddim_step,
                              renoise_for_sr, sr_audio_input, upsample_video_latent)
+from model.shapes import LatentShape
 from model.text_encoder import TextEmbedding
-
-VIDEO_LATENT_CHANNELS = 48
-AUDIO_LATENT_CHANNELS = 64
-AUDIO_LATENTS_PER_SECOND = 25
-VIDEO_FRAMES_PER_LATENT = 4
-PIXELS_PER_LATENT = 16
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, TextEmbedding], tuple[torch.Tensor, torch.Tensor]]
 
@@ -58,44 +54,13 @@ class SamplerConfig:
     sr_noise_value: int = SR_NOISE_VALUE
     sr_audio_noise_scale: float = SR_AUDIO_NOISE_SCALE
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    # a2v with DDIM-style (distilled) steps: the original still steps the encoded audio like generated audio
+    # (spec 4.3 calls it a likely bug; reproduced by default). False holds it fixed, as the UniPC path always does.
+    distill_steps_a2v_audio: bool = True
 
 
 BASE_SAMPLER = SamplerConfig()
 DISTILL_SAMPLER = SamplerConfig(num_steps=8, cfg_number=1)
-
-
-@dataclass
-class LatentShape:
-    """Sizes of one generation: T latent frames of h×w, Na audio latents."""
-
-    frames: int
-    height: int
-    width: int
-    audio_frames: int
-
-    @classmethod
-    def for_request(cls, seconds: int, width: int, height: int) -> "LatentShape":
-        """Na = 25·s + 1, T = (Na−1)//4 + 1; pixel sizes round down to multiples of 32 (latent sizes even)."""
-        audio_frames = AUDIO_LATENTS_PER_SECOND * seconds + 1
-        return cls((audio_frames - 1) // VIDEO_FRAMES_PER_LATENT + 1, latent_side(height), latent_side(width),
-                   audio_frames)
-
-    @property
-    def pixel_frames(self) -> int:
-        return VIDEO_FRAMES_PER_LATENT * (self.frames - 1) + 1
-
-    @property
-    def video(self) -> tuple[int, ...]:
-        return (1, VIDEO_LATENT_CHANNELS, self.frames, self.height, self.width)
-
-    @property
-    def audio(self) -> tuple[int, ...]:
-        return (1, self.audio_frames, AUDIO_LATENT_CHANNELS)
-
-
-def latent_side(pixels: int) -> int:
-    """Latent size of a pixel side: ⌊pixels/16/2⌋·2."""
-    return pixels // PIXELS_PER_LATENT // 2 * 2
 
 
 @dataclass
@@ -173,13 +138,18 @@ def denoise(velocity_fn: VelocityFn, video: torch.Tensor, audio: torch.Tensor, t
             negative_text: TextEmbedding | None, *, num_steps: int, cfg_number: int, super_resolution: bool,
             guidance: GuidanceConfig = GuidanceConfig(), shift: float = DEFAULT_SHIFT,
             image_latent: torch.Tensor | None = None, generator: torch.Generator | None = None,
-            on_step: StepCallback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            on_step: StepCallback | None = None, audio_is_condition: bool = False,
+            distill_steps_a2v_audio: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """`evaluate_with_latent`: returns (video, audio) after num_steps.
 
     Dispatch as in the original: cfg_number = 1 outside SR takes DDIM-style steps with fresh noise for video and
     audio (needs `generator`); everything else takes UniPC steps, and the audio is held fixed during SR.
+    `audio_is_condition` (a2v: the audio is an encoded clip, not noise) holds the audio fixed in UniPC steps; DDIM-
+    style steps still update it unless `distill_steps_a2v_audio` is False (its noise is drawn either way, so the
+    video's noise draws do not move).
     """
     distilled = cfg_number == 1 and not super_resolution
+    steps_audio = not audio_is_condition or (distilled and distill_steps_a2v_audio)
     video_scheduler, audio_scheduler = FlowUniPCScheduler(num_steps, shift), FlowUniPCScheduler(num_steps, shift)
     sigmas, timesteps = video_scheduler.sigmas, video_scheduler.timesteps
     frame_scale = sr_video_scale(video.shape[2], guidance).to(video.device) if super_resolution else None
@@ -197,10 +167,12 @@ def denoise(velocity_fn: VelocityFn, video: torch.Tensor, audio: torch.Tensor, t
         if distilled:
             sigma, sigma_next = sigmas[index], sigmas[index + 1]
             video = ddim_step(v_video, video, sigma, sigma_next, _noise(video.shape, generator, video.device))
-            audio = ddim_step(v_audio, audio, sigma, sigma_next, _noise(audio.shape, generator, audio.device))
+            audio_noise = _noise(audio.shape, generator, audio.device)
+            if steps_audio:
+                audio = ddim_step(v_audio, audio, sigma, sigma_next, audio_noise)
         else:
             video = video_scheduler.step(v_video, video)
-            if not super_resolution:
+            if steps_audio and not super_resolution:
                 audio = audio_scheduler.step(v_audio, audio)
     return _with_image(video, image_latent), audio
 
@@ -212,13 +184,24 @@ def denoise(velocity_fn: VelocityFn, video: torch.Tensor, audio: torch.Tensor, t
 def sample_base(velocity_fn: VelocityFn, text: TextEmbedding, negative_text: TextEmbedding | None,
                 shape: LatentShape, config: SamplerConfig, generator: torch.Generator,
                 image_latent: torch.Tensor | None = None, on_step: StepCallback | None = None,
-                device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Base (or distilled) stage from pure noise: audio noise is drawn first, then video noise."""
-    audio = _noise(shape.audio, generator, device)
+                device: str | torch.device = "cpu",
+                audio_latent: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Base (or distilled) stage from pure noise: audio noise is drawn first, then video noise.
+
+    With `audio_latent` (a2v: an encoded clip [1, Na, 64] with Na = shape.audio_frames) no audio noise is drawn
+    and the audio tokens start clean.
+    """
+    if audio_latent is None:
+        audio = _noise(shape.audio, generator, device)
+    elif tuple(audio_latent.shape) != shape.audio:
+        raise ValueError(f"audio latent {tuple(audio_latent.shape)} does not match the clip's {shape.audio}")
+    else:
+        audio = audio_latent.to(device)
     video = _noise(shape.video, generator, device)
     return denoise(velocity_fn, video, audio, text, negative_text, num_steps=config.num_steps,
                    cfg_number=config.cfg_number, super_resolution=False, guidance=config.guidance,
-                   shift=config.shift, image_latent=image_latent, generator=generator, on_step=on_step)
+                   shift=config.shift, image_latent=image_latent, generator=generator, on_step=on_step,
+                   audio_is_condition=audio_latent is not None, distill_steps_a2v_audio=config.distill_steps_a2v_audio)
 
 
 def super_resolve(velocity_fn: VelocityFn, video: torch.Tensor, audio: torch.Tensor, text: TextEmbedding,
@@ -256,21 +239,23 @@ def _stopwatch(stage_seconds: dict[str, float], stage: str, device: torch.device
 
 
 def generate_latents(velocity_fn: VelocityFn, text: TextEmbedding, negative_text: TextEmbedding | None,
-                     shape: LatentShape, config: SamplerConfig, seed: int, *,
+                     shape: LatentShape, config: SamplerConfig, seed: int | torch.Generator, *,
                      sr_velocity_fn: VelocityFn | None = None, sr_size: tuple[int, int] | None = None,
                      image_latent: torch.Tensor | None = None, sr_image_latent: torch.Tensor | None = None,
-                     on_step: StepCallback | None = None, device: str | torch.device = "cpu") -> SamplingResult:
+                     on_step: StepCallback | None = None, device: str | torch.device = "cpu",
+                     audio_latent: torch.Tensor | None = None) -> SamplingResult:
     """Base stage, then the SR stage when `sr_velocity_fn` and `sr_size` (latent height, width) are given.
 
     All noise comes from a CPU generator seeded with `seed`, in the original's order, so a CPU run reproduces
-    the original's CPU draws exactly.
+    the original's CPU draws exactly. `seed` may be that generator itself when something drew from it first (a2v:
+    the audio encoder's posterior sample, given here as `audio_latent`).
     """
     device = torch.device(device)
-    generator = torch.Generator().manual_seed(seed)
+    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
     stage_seconds: dict[str, float] = {}
     with _stopwatch(stage_seconds, "base denoising", device):
         video, audio = sample_base(velocity_fn, text, negative_text, shape, config, generator, image_latent,
-                                   on_step, device)
+                                   on_step, device, audio_latent)
     base_video = video
     if sr_velocity_fn is not None and sr_size is not None:
         with _stopwatch(stage_seconds, "super-resolution", device):

@@ -28,13 +28,11 @@ from typing import Optional, Sequence
 import torch
 
 from model.dit import DiTConfig, DiTModel
+from model.shapes import LatentShape
+from model.text_encoder import TARGET_LENGTH
 
 # Pixel sizes of the released example stages (W x H).
 RESOLUTIONS = {"256p": (448, 256), "540p": (896, 512), "1080p": (1920, 1088)}
-MAX_TEXT_TOKENS = 640
-AUDIO_LATENTS_PER_SECOND = 25
-VAE_STRIDE = (4, 16, 16)
-PATCH = 2
 GIB = 1024**3
 
 
@@ -88,13 +86,9 @@ class SequenceSize:
 
 
 def sequence_for(width: int, height: int, seconds: int) -> SequenceSize:
-    """Token counts of the packed sequence (pipeline rounding: latent sizes are multiples of 2, spec 4.7)."""
-    h_lat = height // VAE_STRIDE[1] // PATCH * PATCH
-    w_lat = width // VAE_STRIDE[2] // PATCH * PATCH
-    audio = AUDIO_LATENTS_PER_SECOND * seconds + 1
-    frames = (audio - 1) // VAE_STRIDE[0] + 1
-    video = frames * (h_lat // PATCH) * (w_lat // PATCH)
-    return SequenceSize(w_lat * 16, h_lat * 16, seconds, video, audio, MAX_TEXT_TOKENS)
+    """Token counts of the packed sequence the pipeline builds for this request (sizes from `LatentShape`)."""
+    shape = LatentShape.for_request(seconds, width, height)
+    return SequenceSize(*shape.pixel_size, seconds, shape.video_tokens, shape.audio_frames, TARGET_LENGTH)
 
 
 def activation_bytes_per_token(cfg: DiTConfig) -> int:

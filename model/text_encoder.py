@@ -9,15 +9,12 @@ Two encoders share one interface, `encode(prompt) -> TextEmbedding`:
   end without weights. Its features carry no meaning.
 """
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-log = logging.getLogger(__name__)
 
 TARGET_LENGTH = 640   # t5_gemma_target_length
 T5GEMMA_WIDTH = 3584
@@ -72,8 +69,26 @@ def prepare_text_features(hidden_states: torch.Tensor, target_length: int = TARG
     return TextEmbedding(features.float(), min(num_tokens, target_length))
 
 
+# What a transformers checkpoint directory of the encoder must hold: (what, any of these file patterns)
+T5GEMMA_FILES = (("config", ("config.json",)), ("tokenizer", ("tokenizer.json", "tokenizer.model")),
+                 ("weights", ("*.safetensors", "*.safetensors.index.json", "*.bin")))
+
+
+def check_t5gemma_directory(path: Path) -> None:
+    """One FileNotFoundError naming the directory and everything it lacks (before transformers' own errors)."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"T5Gemma text encoder directory {path} does not exist; expected a local transformers "
+                                "directory of google/t5gemma-9b-9b-ul2 (config.json, tokenizer, weights)")
+    missing = [f"{what} ({' or '.join(patterns)})" for what, patterns in T5GEMMA_FILES
+               if not any(next(path.glob(pattern), None) for pattern in patterns)]
+    if missing:
+        raise FileNotFoundError(f"T5Gemma text encoder directory {path} lacks: {'; '.join(missing)}")
+
+
 class T5GemmaTextEncoder:
-    """`google/t5gemma-9b-9b-ul2` encoder from a local directory (tokenizer and weights, no hub access)."""
+    """`google/t5gemma-9b-9b-ul2` encoder from a local directory (tokenizer and weights, no hub access), loaded as
+    the original loads it: `T5GemmaEncoderModel.from_pretrained(path, is_encoder_decoder=False, dtype=bf16)` and
+    the directory's own tokenizer."""
 
     is_random = False
     name = "t5gemma"
@@ -81,9 +96,11 @@ class T5GemmaTextEncoder:
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16):
         from transformers import AutoTokenizer, T5GemmaEncoderModel
 
+        check_t5gemma_directory(Path(path))
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = T5GemmaEncoderModel.from_pretrained(str(path), is_encoder_decoder=False, dtype=dtype)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = T5GemmaEncoderModel.from_pretrained(str(path), is_encoder_decoder=False, dtype=dtype,
+                                                         local_files_only=True)
         self.model.to(self.device).eval()
 
     @torch.no_grad()
@@ -143,13 +160,3 @@ class TinyRandomTextEncoder(nn.Module):
 
 
 TextEncoder = T5GemmaTextEncoder | TinyRandomTextEncoder
-
-
-def load_text_encoder(path: str | Path | None, device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.bfloat16,
-                      tiny: TinyTextEncoderConfig = TinyTextEncoderConfig()) -> TextEncoder:
-    """T5Gemma when `path` holds a transformers checkpoint, else the tiny random encoder (with a warning)."""
-    if path is not None and (Path(path) / "config.json").is_file():
-        return T5GemmaTextEncoder(path, device, dtype)
-    log.warning("no T5Gemma weights at %s: using %s (random, untrained)", path, TinyRandomTextEncoder.name)
-    return TinyRandomTextEncoder(tiny).to(device)

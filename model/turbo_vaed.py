@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.wan_vae import channel_halves_to_frames, latent_statistics, per_frame, read_state_dict, unpatchify
+from model.conv import conv3d
+from model.wan_vae import channel_halves_to_frames, latent_statistics, read_state_dict, unpatchify
 
 
 @dataclass
@@ -65,10 +66,11 @@ class TurboVAEDCausalConv3d(nn.Module):
         self.time_padding = (k_t - 1) // 2
         self.conv = nn.Conv3d(in_channels, out_channels, (k_t, k_h, k_w), padding=(0, k_h // 2, k_w // 2))
 
-    def forward(self, x):
-        if self.time_padding:
-            x = F.pad(x, (0, 0, 0, 0, self.time_padding, self.time_padding), mode="replicate")
-        return self.conv(x)
+    def forward(self, x):                                       # [B, C, T, H, W] -> [B, C_out, T, H, W]
+        if self.time_padding:   # = F.pad(mode="replicate"), which is slower, several times on channels-last data
+            edge = (-1, -1, self.time_padding, -1, -1)
+            x = torch.cat([x[:, :, :1].expand(edge), x, x[:, :, -1:].expand(edge)], dim=2)
+        return conv3d(x, self.conv.weight, self.conv.bias, padding=self.conv.padding)
 
 
 class RMSNorm(nn.Module):
@@ -80,7 +82,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(dim=1, keepdim=True) + self.eps)).to(x.dtype)
+        # mean(x²) as ‖x‖²/C: one pass over x, without materialising x² (the norms run on the largest tensors)
+        mean_square = torch.linalg.vector_norm(x32, dim=1, keepdim=True).square_().div_(x.shape[1])
+        return (x32 * mean_square.add_(self.eps).rsqrt_()).to(x.dtype)
 
 
 class TurboVAEDResnetBlock3d(nn.Module):
@@ -89,10 +93,11 @@ class TurboVAEDResnetBlock3d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, relu_first: bool = False):
         super().__init__()
         self.norm1 = RMSNorm(eps=1e-8)
-        self.act1 = nn.ReLU() if relu_first else nn.SiLU()
+        # the activations run in place on the norms' fresh outputs
+        self.act1 = nn.ReLU(inplace=True) if relu_first else nn.SiLU(inplace=True)
         self.conv1 = TurboVAEDCausalConv3d(in_channels, out_channels)
         self.norm2 = RMSNorm(eps=1e-8)
-        self.act2 = nn.SiLU()
+        self.act2 = nn.SiLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = TurboVAEDCausalConv3d(out_channels, out_channels)
         if in_channels != out_channels:
@@ -105,7 +110,7 @@ class TurboVAEDResnetBlock3d(nn.Module):
         h = self.conv1(self.act1(self.norm1(x)))
         h = self.conv2(self.dropout(self.act2(self.norm2(h))))
         shortcut = x if self.conv_shortcut is None else self.conv_shortcut(self.norm3(x))
-        return shortcut + h
+        return h.add_(shortcut)
 
 
 class WanResample(nn.Module):
@@ -122,7 +127,10 @@ class WanResample(nn.Module):
             x = channel_halves_to_frames(self.time_conv(x))
             if is_first_chunk:                       # the first latent frame stands for a single video frame
                 x = x[:, :, 1:]
-        return per_frame(self.resample, x)
+        # the per-frame 2-D layers as 3-D ones with a time extent of 1: no frames ↔ batch copies
+        upsample, conv = self.resample
+        x = F.interpolate(x, scale_factor=(1.0, *upsample.scale_factor), mode=upsample.mode)
+        return conv3d(x, conv.weight.unsqueeze(2), conv.bias, padding=(0, *conv.padding))
 
 
 class TurboVAEDMidBlock3d(nn.Module):
@@ -177,7 +185,7 @@ class TurboVAEDDecoder3d(nn.Module):
                                cfg.dropout)
             for i in range(len(channels)))
         self.norm_out = RMSNorm(eps=1e-8)
-        self.conv_act = nn.SiLU()
+        self.conv_act = nn.SiLU(inplace=True)
         self.conv_out = TurboVAEDCausalConv3d(channels[-1], cfg.out_channels * cfg.patch_size ** 2)
 
     def forward(self, z, is_first_chunk: bool):

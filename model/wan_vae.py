@@ -5,6 +5,7 @@ Entry points (video in [-1, 1], layout [B, 3, F, H, W]; latents in the normalise
     vae = load_wan_vae("Wan2.2_VAE.pth")          # strict load, original key names
     latent = vae.encode(image)                     # [B,3,F,H,W] -> [B,48,1+(F-1)//4,H/16,W/16], F = 1 for TI2V
     video = vae.decode(latent)                     # [48,T,h,w] or [B,48,T,h,w] -> [B,3,1+4(T-1),16h,16w] in [-1,1]
+    video = vae.decode(latent, group)              # the same, the width split over a context-parallel group
 
 Compression is 4x in time (causal: F = 1 + 4(T-1)) and 16x in space (a pixel (un)shuffle by 2 plus three
 conv stages). Encoding runs on frame 0 alone, then on chunks of 4 frames; decoding runs one latent frame at a
@@ -13,11 +14,16 @@ the same result as a single pass while keeping memory bounded.
 """
 
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+
+from model.conv import conv3d
+from model.parallel import in_width_slices
 
 # Per-channel statistics of the 48-channel latent (Appendix B): z = (mu - mean) / std.
 WAN22_LATENT_MEAN = (
@@ -106,10 +112,9 @@ class CausalConv3d(nn.Conv3d):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride)
         p_t, p_h, p_w = (padding,) * 3 if isinstance(padding, int) else padding
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=(0, p_h, p_w))
         self.time_context = 2 * p_t
-        self.spatial_padding = (p_w, p_w, p_h, p_h)
         self.cache: torch.Tensor | None = None
 
     def forward(self, x):
@@ -118,7 +123,7 @@ class CausalConv3d(nn.Conv3d):
                 self.cache = x.new_zeros(*x.shape[:2], self.time_context, *x.shape[3:])
             x = torch.cat([self.cache, x], dim=2)
             self.cache = x[:, :, -self.time_context:].clone()
-        return super().forward(F.pad(x, self.spatial_padding))
+        return conv3d(x, self.weight, self.bias, self.stride, self.padding)
 
 
 class RMS_norm(nn.Module):
@@ -232,9 +237,20 @@ class DupUp3D(nn.Module):
         return x[:, :, ft - 1:] if first_chunk else x
 
 
-def run_stage(layers: nn.Sequential, x: torch.Tensor, first_chunk: bool) -> torch.Tensor:
+# Context-parallel decode (spec 5.1): columns of real neighbours each width slice needs, as the original sets them
+RESIDUAL_HALO = 2          # two 3×3 convolutions
+UPSAMPLE_HALO = 1          # one 3×3 convolution after the ×2 upsample (2 output columns)
+CONV_HALO = 1              # the first conv and the head's conv (3×3, stride 1)
+
+
+def run_stage(layers: nn.Sequential, x: torch.Tensor, first_chunk: bool,
+              group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    """Residual blocks and a resampler; with a CP `group` (decoder only) each runs on width slices."""
     for layer in layers:
-        x = layer(x, first_chunk) if isinstance(layer, Resample) else layer(x)
+        if isinstance(layer, Resample):
+            x = in_width_slices(partial(layer, first_chunk=first_chunk), x, group, UPSAMPLE_HALO, scale=2)
+        else:
+            x = in_width_slices(layer, x, group, RESIDUAL_HALO)
     return x
 
 
@@ -260,8 +276,8 @@ class Up_ResidualBlock(nn.Module):
             blocks.append(Resample(out_dim, "upsample3d" if temperal_upsample else "upsample2d"))
         self.upsamples = nn.Sequential(*blocks)
 
-    def forward(self, x, first_chunk: bool):
-        out = run_stage(self.upsamples, x, first_chunk)
+    def forward(self, x, first_chunk: bool, group: dist.ProcessGroup | None = None):
+        out = run_stage(self.upsamples, x, first_chunk, group)
         return out if self.avg_shortcut is None else out + self.avg_shortcut(x, first_chunk)
 
 
@@ -314,11 +330,15 @@ class Decoder3d(nn.Module):
             for i in range(n_stages)))
         self.head = head(dims[-1], 3 * PATCH_SIZE ** 2)
 
-    def forward(self, x, first_chunk: bool):
-        x = self.middle(self.conv1(x))
+    def forward(self, x, first_chunk: bool, group: dist.ProcessGroup | None = None):
+        """With a CP `group`, every block but the attention (a whole-frame operation, run in full on every rank)
+        works on width slices."""
+        x = in_width_slices(self.conv1, x, group, CONV_HALO)
+        for layer in self.middle:
+            x = layer(x) if isinstance(layer, AttentionBlock) else in_width_slices(layer, x, group, RESIDUAL_HALO)
         for stage in self.upsamples:
-            x = stage(x, first_chunk)
-        return self.head(x)
+            x = stage(x, first_chunk, group)
+        return in_width_slices(self.head, x, group, CONV_HALO)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -358,20 +378,24 @@ class WanVAE(nn.Module):
         return ((mu - mean) * inv_std).float()
 
     @torch.no_grad()
-    def decode_raw(self, latent: torch.Tensor) -> torch.Tensor:
-        """Normalised latent [B,z,T,h,w] -> unclamped video [B,3,1+4(T-1),16h,16w] in the model dtype."""
+    def decode_raw(self, latent: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+        """Normalised latent [B,z,T,h,w] -> unclamped video [B,3,1+4(T-1),16h,16w] in the model dtype.
+
+        `group`: context parallel, every rank of the group calls this with the same latent and gets the whole
+        video; the decoder's blocks split the width between them (see `Decoder3d.forward`).
+        """
         mean, inv_std = latent_statistics(self.dtype, latent.device)
         x = self.conv2(latent.to(self.dtype) / inv_std + mean)
         self.clear_cache()
-        frames = [self.decoder(x[:, :, t:t + 1], first_chunk=t == 0) for t in range(x.shape[2])]
+        frames = [self.decoder(x[:, :, t:t + 1], first_chunk=t == 0, group=group) for t in range(x.shape[2])]
         self.clear_cache()
         return unpatchify(torch.cat(frames, dim=2))
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
         """The pipeline's fallback decoder: [z,T,h,w] (batch squeezed) or [B,z,T,h,w] -> float32 video in [-1,1]."""
         if latent.dim() == 4:
             latent = latent.unsqueeze(0)
-        return self.decode_raw(latent).float().clamp(-1, 1)
+        return self.decode_raw(latent, group).float().clamp(-1, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------

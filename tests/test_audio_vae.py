@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from model.audio_vae import (LONG_AUDIO_OVERLAP, LONG_AUDIO_WINDOW_S, PIPELINE_SAMPLE_RATE, AudioVAE,
+from model.audio_vae import (LONG_AUDIO_OVERLAP, LONG_AUDIO_WINDOW_S, PIPELINE_SAMPLE_RATE, AudioVAE, OobleckConfig,
                              load_audio_vae, merge_overlapping_windows, resample_to_output_rate)
 from parity_fixture import load_fixture, rel_err
 
@@ -82,10 +83,53 @@ def test_merge(fixture):
     assert (merged - t["merge.out"]).abs().max() <= MERGE_ABS_TOL
 
 
-def test_short_audio_is_one_encode(vae, stereo_input):
-    latent = vae.encode_audio(stereo_input, torch.Generator().manual_seed(0))
-    expected = vae.encode(stereo_input, torch.Generator().manual_seed(0)).transpose(1, 2)
-    assert torch.equal(latent, expected)
+def test_a2v_encode_path(vae, fixture, stereo_input):
+    """The a2v path's encode (audio up to 29 s: one encode, sampled posterior) gives the fixture's latent, laid out
+    as DiT audio tokens [1, Na, 64]; its posterior noise comes from a generator when one is given."""
+    sidecar, t = fixture
+    torch.manual_seed(sidecar["seed"] + 2)
+    latent = vae.encode_audio(stereo_input)
+    assert rel_err(latent, t["out.encode_latent"].transpose(1, 2)) <= TOL
+    generator = torch.Generator().manual_seed(sidecar["seed"] + 2)
+    assert torch.equal(vae.encode_audio(stereo_input, generator), latent)
+
+
+def tiny_vae() -> AudioVAE:
+    """A 1-channel Oobleck with one stride-2 stage: a latent every 2 samples."""
+    cfg = dict(channels=1, c_mults=(1,), strides=(2,))
+    return AudioVAE(OobleckConfig(latent_dim=2, **cfg), OobleckConfig(latent_dim=1, **cfg)).eval()
+
+
+def test_long_audio_windows_start_every_half_window_and_cross_fade():
+    """Audio longer than a window: windows of W samples start every W/2 samples until one reaches the end, each is
+    zero-padded and encoded alone (posterior draws in window order), and the latents are cross-faded over
+    int(L/2) of a window's L latents. With W = 18 samples (L = 9 latents, hop 2) the sample step is 9 samples,
+    4.5 latents, while the merge steps by 5 latents, as the original does."""
+    vae = tiny_vae()
+    window_seconds = 18 / PIPELINE_SAMPLE_RATE
+    waveform = torch.randn(2, 40, generator=torch.Generator().manual_seed(3))
+    latent = vae.encode_audio(waveform, torch.Generator().manual_seed(0), window_seconds=window_seconds)
+    assert latent.shape == (1, math.ceil(40 * 9 / 18), 1)
+
+    generator = torch.Generator().manual_seed(0)
+    starts = [0, 9, 18, 27]                  # 27 + 18 >= 40: the last window
+    windows = [vae.encode(F.pad(waveform[:, s:s + 18], (0, 18 - waveform[:, s:s + 18].shape[1])), generator)[0, 0]
+               for s in starts]
+    assert all(len(w) == 9 for w in windows)
+    mine = latent[0, :, 0]
+    assert torch.equal(mine[:6], windows[0][:6])                        # before any overlap, and its first frame
+    for k in range(1, 4):                                               # window 0 fading out, window 1 fading in
+        assert torch.allclose(mine[5 + k], windows[0][5 + k] * (4 - k) / 4 + windows[1][k] * k / 4)
+    assert torch.equal(mine[9:10], windows[1][4:5])                     # window 1 alone
+    assert torch.allclose(mine[18], windows[2][8] / 4 + windows[3][3] * 3 / 4)   # window 3 starts at latent 15
+    assert torch.equal(mine[19], windows[3][4])                         # the last kept latent (⌈40·9/18⌉ = 20)
+
+
+def test_audio_up_to_one_window_is_one_encode():
+    vae = tiny_vae()
+    waveform = torch.randn(2, 18, generator=torch.Generator().manual_seed(3))
+    latent = vae.encode_audio(waveform, torch.Generator().manual_seed(0), window_seconds=18 / PIPELINE_SAMPLE_RATE)
+    assert torch.equal(latent, vae.encode(waveform, torch.Generator().manual_seed(0)).transpose(1, 2))
 
 
 @pytest.mark.slow

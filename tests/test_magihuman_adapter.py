@@ -28,6 +28,18 @@ def test_without_checkpoints_it_is_the_labelled_tiny_random_stack():
         adapter(preset="720p")
 
 
+def test_tiny_stack_clips_are_regenerated_when_its_configuration_changes(monkeypatch):
+    """The tiny stack has no weight files to hash, so its configuration is part of the adapter config (and so of
+    the generation key): cached clips of an older tiny stack are not reused."""
+    from dataclasses import replace
+
+    import model.pipeline
+
+    before = adapter().config_hash()
+    monkeypatch.setattr(model.pipeline, "TINY_DIT", replace(model.pipeline.TINY_DIT, num_layers=5))
+    assert adapter().config_hash() != before
+
+
 def test_with_checkpoints_it_hashes_every_file_it_uses(tmp_path):
     files = ["base/model-00001-of-00002.safetensors", "base/model-00002-of-00002.safetensors",
              "turbo_vae/TurboV3-Wan22-TinyShallow_7_7.json", "turbo_vae/checkpoint-340000.ckpt",

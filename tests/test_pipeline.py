@@ -15,9 +15,11 @@ from model.checkpoint import save_checkpoint
 from model.pipeline import (PRESETS, TINY_DIT, TINY_RANDOM_LABEL, CheckpointPaths, MagiHumanPipeline, Preset,
                             audio_samples, clip_shape, load_dit_directory, resolve_preset, round_resolution,
                             tiny_random_components)
-from model.sampling import LatentShape, SamplerConfig, latent_side
+from model.sampling import SamplerConfig
+from model.shapes import LatentShape, latent_side
 from model.text_encoder import TextEmbedding
 from parity_fixture import load_fixture, rel_err
+from tiny_t5gemma import write_tiny_t5gemma
 
 AAC_FRAME = 1024  # the decoded AAC track may run up to one frame past the written samples
 STAGES = {"text encoding", "base denoising", "video decode", "audio decode", "write mp4"}
@@ -220,9 +222,6 @@ def write_published_layout(root, components, text_width: int) -> None:
     """The tiny stack's weights in the published checkpoint layout, in each original on-disk format; not the Wan2.2
     VAE, whose .pth carries no config (the loader builds the released widths)."""
     from safetensors.torch import save_file
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, T5GemmaConfig, T5GemmaEncoderModel
-    from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
 
     from model.pipeline import AUDIO_DIR, TEXT_DIR, TINY_AUDIO_DECODER, TINY_AUDIO_ENCODER, TINY_TURBO_VAED, TURBO_DIR
 
@@ -250,16 +249,7 @@ def write_published_layout(root, components, text_width: int) -> None:
         json.dumps({"sample_rate": 44100, "model": {"pretransform": {"config": pretransform}}}))
     save_file({f"pretransform.model.{k}": v.contiguous() for k, v in components.audio_vae.state_dict().items()},
               root / AUDIO_DIR / "model.safetensors")
-    sizes = dict(vocab_size=16, hidden_size=text_width, intermediate_size=64, num_hidden_layers=1,
-                 num_attention_heads=2, num_key_value_heads=1, head_dim=16)
-    torch.manual_seed(0)
-    T5GemmaEncoderModel(T5GemmaConfig(encoder=T5GemmaModuleConfig(**sizes), decoder=T5GemmaModuleConfig(**sizes),
-                                      vocab_size=16, is_encoder_decoder=False)).save_pretrained(root / TEXT_DIR)
-    words = ["<pad>", "<eos>", "<unk>", "a", "man", "says", "hello"]
-    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>",
-                            unk_token="<unk>").save_pretrained(root / TEXT_DIR)
+    write_tiny_t5gemma(root / TEXT_DIR, width=text_width)
 
 
 def test_published_layout_loads_and_generates(tmp_path):

@@ -5,7 +5,8 @@ import re
 import pytest
 
 from dit_fixture_utils import build_fixture_model
-from model.sampling import LatentShape, SamplerConfig, dit_velocity_fn, generate_latents, latent_side
+from model.sampling import SamplerConfig, dit_velocity_fn, generate_latents
+from model.shapes import LatentShape, latent_side
 from model.text_encoder import TextEmbedding
 from parity_fixture import load_fixture, rel_err
 

@@ -106,3 +106,23 @@ def test_cli_prints_components_and_memory(capsys):
     assert "15,299,419,136" in out and "896x512, 5 s" in out and "GiB" in out
     assert main(["--resolution", "640x352"]) == 0
     assert "640x352, 4 s" in capsys.readouterr().out
+
+
+def test_memory_estimate_counts_the_tokens_the_pipeline_packs(monkeypatch):
+    """Guards issue 12 item 19: the sizes are derived once (`model.shapes.LatentShape`). `sequence_for` used to
+    re-derive them with its own constants, so a change to the pipeline's rounding or rates could leave the memory
+    estimate describing a different sequence than the one generated."""
+    import model.shapes
+    from model.packing import pack
+    from model.pipeline import clip_shape
+
+    for seconds, width, height in [(1, 64, 64), (3, 500, 300), (4, 448, 256), (5, 896, 512), (2, 1000, 700)]:
+        shape = clip_shape(seconds, width, height)
+        packed = pack(torch.zeros(shape.video), torch.zeros(shape.audio), torch.zeros(1, 3, 8), 3)
+        seq = sequence_for(width, height, seconds)
+        assert (seq.video_tokens, seq.audio_tokens) == (packed.num_video, packed.num_audio)
+        assert (seq.width, seq.height) == shape.pixel_size
+
+    elsewhere = model.shapes.LatentShape(frames=2, height=4, width=4, audio_frames=9)
+    monkeypatch.setattr(model.shapes.LatentShape, "for_request", classmethod(lambda cls, *request: elsewhere))
+    assert sequence_for(448, 256, 4).video_tokens == elsewhere.video_tokens

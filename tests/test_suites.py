@@ -211,6 +211,25 @@ def test_reference_image_resolves_relative_to_the_suite_file(tmp_path):
     assert load_suite(path).items[0].reference_image == (tmp_path / "images" / "face.png").resolve()
 
 
+def test_reference_audio_resolves_relative_to_the_suite_file_and_must_exist(tmp_path):
+    """Audio-conditioned (a2v) items name their speech like their reference image."""
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "speech.wav").write_bytes(b"not really a wav")
+    path = write_suite(tmp_path, HEADER + item_toml(extra='reference_audio = "audio/speech.wav"'))
+    item = load_suite(path).items[0]
+    assert item.reference_audio == (tmp_path / "audio" / "speech.wav").resolve() and item.reference_image is None
+    assert load_suite(write_suite(tmp_path, HEADER + item_toml())).items[0].reference_audio is None
+    defaults = '[defaults]\nreference_audio = "audio/speech.wav"\n'
+    assert load_suite(write_suite(tmp_path, HEADER + defaults + item_toml())).items[0].reference_audio == item.reference_audio
+    with pytest.raises(SuiteError) as caught:
+        load_suite(write_suite(tmp_path, HEADER + item_toml(extra='reference_audio = "audio/nope.wav"')))
+    assert caught.value.problems == [f'{tmp_path / "broken.toml"}: item 1 ("en-01"): field "reference_audio": '
+                                     f'"audio/nope.wav" does not exist (looked for '
+                                     f'{(tmp_path / "audio" / "nope.wav").resolve()})']
+    with pytest.raises(SuiteError, match='field "reference_audio": must be a string'):
+        load_suite(write_suite(tmp_path, HEADER + item_toml(extra="reference_audio = 3")))
+
+
 # ---------------------------------------------------------------------------------------------- dialogue extraction
 
 def spoken(*lines: str) -> str:
@@ -282,6 +301,10 @@ def test_content_hash_is_stable_and_sensitive_to_what_the_generator_sees(tmp_pat
     with_image = item_hash("image", extra='reference_image = "a.png"')
     (tmp_path / "a.png").write_bytes(b"b")
     assert with_image != base and item_hash("image", extra='reference_image = "a.png"') != with_image
+    (tmp_path / "a.wav").write_bytes(b"a")
+    with_audio = item_hash("audio", extra='reference_audio = "a.wav"')
+    (tmp_path / "a.wav").write_bytes(b"b")
+    assert with_audio != base and item_hash("audio", extra='reference_audio = "a.wav"') != with_audio
 
 
 def test_suite_hash_tracks_items(tmp_path):
