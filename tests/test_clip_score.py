@@ -137,7 +137,7 @@ def test_run_reports_text_alignment_unavailable_then_scores_it_with_a_local_chec
     assert main([*common, "--metric-option", f"clip_score.cache_dir={tmp_path / 'empty'}"]) == 0
     out = capsys.readouterr().out
     assert all(column in out for column in ("sync →0", "brisque ↓", "technical ↓"))
-    assert "unavailable: clip_score — CLIP weights ViT-B-32/laion2b_s34b_b79k are not in open_clip's cache" in out
+    assert "clip_score: unavailable: CLIP weights ViT-B-32/laion2b_s34b_b79k are not in open_clip's cache" in out
     assert main([*common, "--metric-option", f"clip_score.model={TINY}",
                  "--metric-option", f"clip_score.pretrained={checkpoint}"]) == 0
     out = capsys.readouterr().out

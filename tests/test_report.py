@@ -54,8 +54,8 @@ def test_end_of_run_report_fits_100_columns_without_truncation(worst_case_summar
     assert "…" not in text
     header = next(line for line in lines if line.split()[:1] == ["model"] and "zh" in line)
     assert header.split() == ["model", *LANGUAGES, ALL]  # one column per language, each header whole
-    assert next(line for line in lines if "sync ↓" in line).split() == [
-        "model", "sync", "↓", "brisque", "↓", "technical", "↑", "speed", "↓", "failed"]
+    assert next(line for line in lines if "sync →0" in line).split() == [
+        "model", "sync", "→0", "brisque", "↓", "technical", "↓", "speed", "↓", "failed"]
     # one line per model in each table, the value with a compact interval and note markers
     wer_lines = [line for line in lines if "104 ±12" in line]
     assert len(wer_lines) == len(MODELS) and all(line.count("104 ±12") == len(LANGUAGES) + 1 for line in wer_lines)
