@@ -144,6 +144,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _report_outcome(outcome) -> int:
+    from rich.markup import escape
+
     from mheval.report import make_console, print_report
     from mheval.results import clip_table, export, summary
 
@@ -163,7 +165,7 @@ def _report_outcome(outcome) -> int:
     print_report(summary_table, notices, outcome.unavailable, clips=table, console=console)
     errors = outcome.store.errors(outcome.run_id)
     for row in errors.itertuples():
-        console.print(f"[red]failed[/red] {row.model} / {row.item_id} ({row.stage}): {row.message.splitlines()[0]}")
+        console.print(f"[red]failed[/red] {escape(f'{row.model} / {row.item_id} ({row.stage}): {row.message.splitlines()[0]}')}")
     exports = export(outcome.store, table, summary_table, {"run": outcome.record.as_dict(),
                                                            "unavailable": outcome.unavailable,
                                                            "manifest": outcome.record.manifest})

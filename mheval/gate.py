@@ -146,6 +146,7 @@ VERDICT_STYLE = {REGRESSION: "bold red", FAILED: "bold red", IMPROVED: "green", 
 
 def print_outcome(outcome: GateOutcome, console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console(width=None if sys.stdout.isatty() else 120)
@@ -160,7 +161,7 @@ def print_outcome(outcome: GateOutcome, console=None) -> None:
         console.print(table)
         console.print(footnote(outcome), highlight=False)
     for warning in outcome.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     style = {EXIT_PASS: "bold green", EXIT_REGRESSION: "bold red"}.get(outcome.exit_code, "bold yellow")
     console.print(f"[{style}]{outcome.headline}[/{style}]", highlight=False)
 

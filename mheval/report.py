@@ -249,7 +249,7 @@ def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavaila
             console.print(speed_view(speed))
         print_paper_tables(clips, notices, console)
         for name, reason in unavailable.items():
-            console.print(f"[yellow]{name}: unavailable: {reason}[/yellow]", highlight=False)
+            console.print(f"{name}: unavailable: {reason}", style="yellow", highlight=False, markup=False)
         return
     footnotes = Footnotes()
     by_language = language_table(summary, notices, footnotes, primary)
@@ -266,6 +266,6 @@ def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavaila
             console.print(legend, highlight=False)
     print_paper_tables(clips, notices, console)
     for name, reason in unavailable.items():
-        console.print(f"[yellow]{name}: unavailable: {reason}[/yellow]", highlight=False)
+        console.print(f"{name}: unavailable: {reason}", style="yellow", highlight=False, markup=False)
     for line in footnotes.lines():
         console.print(line, highlight=False, markup=False)

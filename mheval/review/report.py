@@ -269,7 +269,7 @@ def print_report(report: StudyReport, console=None) -> None:
     console = console or make_console(wide=True)   # the study tables are wider than the run report's 100 columns
     console.print(protocol_text(report), highlight=False)
     for note in report.notes:
-        console.print(f"[yellow]{note}[/yellow]")
+        console.print(note, style="yellow", markup=False)
     if report.empty:
         console.print("[yellow]no votes yet[/yellow]")
         return
