@@ -84,3 +84,12 @@ def test_summary_flags_small_rows_and_cantonese_read_as_mandarin():
     notes = summary(table, ["wer"]).set_index("language").notes
     assert notes["yue"] == "n<5; yue→zh ASR" and notes["en"] == "n<5"
     assert notes[ALL] == "n<5; yue→zh ASR"   # the macro all row averages the Cantonese row in, so it carries the flag
+
+
+def test_an_unavailable_reason_is_printed_as_written(worst_case_summary):
+    """A reason naming an extra, `pip install 'mheval[judges]'`, reached the terminal as `pip install 'mheval'`: the
+    brackets were read as a style."""
+    console = Console(width=100, file=io.StringIO(), record=True, color_system=None)
+    print_report(worst_case_summary, MODELS, {**UNAVAILABLE, "clip_score": "pip install 'mheval[judges]' [bold]"},
+                 console=console)
+    assert "pip install 'mheval[judges]' [bold]" in console.export_text()
