@@ -25,7 +25,7 @@ from mheval.languages import LANGUAGES
 from mheval.metrics import metric_class
 from mheval.metrics.speed import speed_table
 from mheval.paper_table import print_paper_tables
-from mheval.results import ALL, distinct_notes
+from mheval.results import ALL
 
 PERCENT_METRICS = {"wer"}
 WEIGHTED_METRICS = {"wer"}  # summarised corpus-level; the per-utterance mean is shown beside it

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mheval.metrics import Metric, metric_class
-from mheval.stats import MIN_PROMPTS, Estimate, bootstrap
+from mheval.stats import MIN_PROMPTS, Estimate
 from mheval.files import write_bytes_atomic, write_json_atomic
 from mheval.store import MetricKey, RunRecord, RunStore
 

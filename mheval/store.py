@@ -30,13 +30,14 @@ import json
 import sqlite3
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
+from mheval.database import connect, transaction
 from mheval.files import write_json_atomic
 from mheval.registry import config_hash
 
@@ -188,9 +189,7 @@ class RunStore:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.db_path = self.directory / "run.sqlite"
-        self._db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect(self.db_path)
         version = self._schema_version()
         if version not in (0, SCHEMA_VERSION):
             self._db.close()
@@ -238,15 +237,8 @@ class RunStore:
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db)
 
     def clip_path(self, model: str, item_id: str, seed: int) -> Path:
         return self.directory / "clips" / model / f"{item_id}-s{seed}.mp4"

@@ -63,7 +63,7 @@ def test_leaderboard_has_one_row_per_model_with_intervals_and_the_manifest(runs,
     view = data.load_run(runs["smoke"])
     wer = view.summary[(view.summary.metric == "wer") & (view.summary.language == "all")].iloc[0]
     assert board["WER: wer ↓"].iloc[0] == f"{wer.value:.3f} [{wer.ci_low:.3f}, {wer.ci_high:.3f}]"
-    for column in ("visual quality: brisque ↓", "sync.offset_ms ↓", "speed.seconds_per_5s ↓"):
+    for column in ("visual quality: brisque ↓", "sync.offset_ms →0", "speed.seconds_per_5s ↓"):
         assert board[column].iloc[0].count("[") == 1
     assert board["prompts"].iloc[0] == 4 and board["failed clips"].iloc[0] == 0
     assert any("manifest.json" in expander.label for expander in test.expander)
@@ -77,7 +77,7 @@ def test_leaderboard_has_one_row_per_model_with_intervals_and_the_manifest(runs,
 @pytest.mark.slow
 def test_leaderboard_sorts_best_first_by_the_chosen_metric(runs, monkeypatch):
     test = app(monkeypatch, runs["two_models"])
-    test.selectbox(key="leaderboard_sort").set_value("sync.offset_ms ↓").run()
+    test.selectbox(key="leaderboard_sort").set_value("sync.offset_ms →0").run()
     assert list(test.dataframe[0].value.model) == ["puppet", "late"]  # 200 ms shift: worse sync
     test.toggle(key="leaderboard_best_first").set_value(False).run()
     assert list(test.dataframe[0].value.model) == ["late", "puppet"]
@@ -114,8 +114,7 @@ def test_compare_highlights_the_degraded_language(runs, monkeypatch):
     table = test.dataframe[0].value
     regressions = table[table.result == "regression"]
     assert list(zip(regressions.metric, regressions.language)) == [("WER: wer ↓", "de")]
-    assert set(table.metric) == {"WER: wer ↓", "visual quality: technical.frozen_ratio ↓"}
-    assert set(table[table.metric == "WER: wer ↓"].prompts) == {5}
+    assert set(table.metric) == {"WER: wer ↓"} and set(table.prompts) == {5}
 
 
 @pytest.mark.slow

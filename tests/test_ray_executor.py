@@ -43,9 +43,13 @@ def _cli(out: Path, *arguments: str) -> list[str]:
 
 
 def test_ray_run_stores_the_same_clips_and_scores_as_a_local_run(tmp_path, ray_address):
+    from mheval.metrics import metric_class, metric_names
+
     models = ["puppet", "magihuman"]
-    local = run(RunRequest(suite="smoke", models=models, out=tmp_path / "local", progress=False))
-    on_ray = run(RunRequest(suite="smoke", models=models, out=tmp_path / "ray", progress=False,
+    # every metric mheval ships (other tests register throw-away metrics in this process, which Ray workers lack)
+    metrics = [name for name in metric_names() if metric_class(name).__module__.startswith("mheval.metrics.")]
+    local = run(RunRequest(suite="smoke", models=models, metrics=metrics, out=tmp_path / "local", progress=False))
+    on_ray = run(RunRequest(suite="smoke", models=models, metrics=metrics, out=tmp_path / "ray", progress=False,
                             executor=ExecutorSettings("ray", address=ray_address)))
     local_clips, local_scores, _ = _store(tmp_path / "local")
     ray_clips, ray_scores, ray_errors = _store(tmp_path / "ray")

@@ -17,12 +17,14 @@ import re
 import secrets
 import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
+
+from mheval.database import connect, transaction
 
 DATABASE = "study.sqlite"
 MEDIA = "media"
@@ -173,27 +175,15 @@ class StudyStore:
                                     "make one with `mheval review create RUN_DIR --models A,B`")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.media_dir = self.directory / MEDIA
-        self._db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect(self.db_path, check_same_thread=False)
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One atomic write; nested use joins the outer transaction."""
-        if self._db.in_transaction:
-            yield self._db
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        return transaction(self._db)
 
     def query(self, sql: str, params: tuple = ()) -> pd.DataFrame:
         return pd.read_sql_query(sql, self._db, params=params)
