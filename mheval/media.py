@@ -21,16 +21,10 @@ from typing import Iterator
 import av
 import numpy as np
 
-from model.video_io import write_mp4  # noqa: F401  (the one H.264 + AAC writer; model/ cannot import mheval)
+# the one writer, audio decoder and error type live in model/ (which must not import the harness); re-exported here
+from model.video_io import MediaError, open_media, read_audio_stream, write_mp4  # noqa: F401
 
 ASR_SAMPLE_RATE = 16_000
-
-
-class MediaError(RuntimeError):
-    def __init__(self, path: Path | str, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = str(path)
-        self.problem = problem
 
 
 class NotApplicable(Exception):
@@ -59,19 +53,6 @@ class Frame:
     image: np.ndarray       # uint8 [h, w] grey or [h, w, 3] RGB, at the size that was asked for
 
 
-def _open(path: Path | str) -> av.container.InputContainer:
-    path = Path(path)
-    if not path.exists():
-        raise MediaError(path, "file does not exist")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "file is empty")
-    try:
-        return av.open(str(path))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
-        reason = getattr(err, "strerror", None) or str(err)
-        raise MediaError(path, f"not a readable media file ({reason})") from err
-
-
 def frame_rate(times: np.ndarray, nominal: float) -> float:
     """Frames per second of presentation time: (frames − 1) over the span of their timestamps."""
     span = float(times[-1] - times[0]) if len(times) > 1 else 0.0
@@ -81,7 +62,7 @@ def frame_rate(times: np.ndarray, nominal: float) -> float:
 def probe(path: Path | str) -> MediaInfo:
     """Stream facts, measured by decoding every frame and sample (no pixel conversion): container headers of
     generated clips are often wrong or missing, and a clip that does not decode must fail here, not later."""
-    with _open(path) as container:
+    with open_media(path) as container:
         if not container.streams.video and not container.streams.audio:
             raise MediaError(path, "no audio or video stream")
         streams = [*container.streams.video[:1], *container.streams.audio[:1]]
@@ -143,26 +124,7 @@ def analysis_size(width: int, height: int, short_side: int | None, enlarge: bool
 def read_audio(path: Path | str, sample_rate: int = ASR_SAMPLE_RATE) -> np.ndarray:
     """The first audio stream as mono float32 in [-1, 1] at `sample_rate` (its first sample plays at
     `ClipMedia.audio_start`)."""
-    return _decode_audio(path, sample_rate)[0]
-
-
-def _decode_audio(path: Path | str, sample_rate: int) -> tuple[np.ndarray, float]:
-    with _open(path) as container:
-        if not container.streams.audio:
-            raise NotApplicable("clip has no audio")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks, start = [], None
-        try:
-            for frame in container.decode(audio=0):
-                for out in resampler.resample(frame):
-                    start = out.time if start is None else start
-                    chunks.append(out.to_ndarray().reshape(-1))
-            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-        except av.FFmpegError as err:
-            raise MediaError(path, f"audio stream cannot be decoded ({err})") from err
-    if not chunks:
-        raise MediaError(path, "audio stream has no samples")
-    return np.concatenate(chunks).astype(np.float32), float(start or 0.0)
+    return read_audio_stream(path, sample_rate)[0]
 
 
 def read_video(path: Path | str) -> np.ndarray:
@@ -183,7 +145,7 @@ class ClipMedia:
 
     @cached_property
     def _streams(self) -> tuple[bool, bool]:
-        with _open(self.path) as container:
+        with open_media(self.path) as container:
             return bool(container.streams.video), bool(container.streams.audio)
 
     @property
@@ -207,7 +169,7 @@ class ClipMedia:
         (area averaging when shrinking, bicubic when enlarging; None: native size). `every_seconds` > 0 yields only
         the first frame at or after each point of a grid of that step starting at the first frame."""
         self.require(video=True)
-        with _open(self.path) as container:
+        with open_media(self.path) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             next_time, size = None, None
@@ -230,7 +192,8 @@ class ClipMedia:
 
     @cached_property
     def _audio(self) -> tuple[np.ndarray, float]:
-        return _decode_audio(self.path, ASR_SAMPLE_RATE)
+        self.require(audio=True)
+        return read_audio_stream(self.path, ASR_SAMPLE_RATE)
 
     @property
     def audio_16k(self) -> np.ndarray:

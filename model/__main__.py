@@ -14,11 +14,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mheval.media import MediaError
 from model.pipeline import (CHECKPOINT_LAYOUT, DEFAULT_HEIGHT, DEFAULT_PRESET, DEFAULT_SECONDS, DEFAULT_SEED,
                             DEFAULT_WIDTH, FPS, PRESETS, MagiHumanPipeline, audio_samples, clip_shape,
                             round_resolution)
 from model.shapes import AUDIO_LATENTS_PER_SECOND, LatentShape
+from model.video_io import MediaError
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:

@@ -277,10 +277,9 @@ def load_reference_audio(path: str | Path, seconds: float | None = None) -> torc
     Like the original's `whisper.load_audio(path, sr=51200)`: the first audio stream decoded, mixed to mono and
     resampled by libswresample, quantised to 16 bits; then cut to `seconds` and duplicated to two channels.
     """
-    from mheval.media import read_audio
-    from model.video_io import quantize_pcm16
+    from model.video_io import quantize_pcm16, read_audio_stream
 
-    mono = quantize_pcm16(read_audio(path, PIPELINE_SAMPLE_RATE))
+    mono = quantize_pcm16(read_audio_stream(path, PIPELINE_SAMPLE_RATE)[0])
     if seconds is not None:
         mono = mono[:int(seconds * PIPELINE_SAMPLE_RATE)]
     return torch.from_numpy(mono).unsqueeze(0).expand(2, -1)

@@ -1,7 +1,9 @@
-"""The one H.264 + AAC mp4 writer of the project, through PyAV (no ffmpeg program).
+"""The project's one H.264 + AAC mp4 writer and its one audio decoder, through PyAV (no ffmpeg program).
 
-The generator (`model.pipeline`) and the harness (`mheval.media`, the puppet adapter, `mheval validate`) all write
-clips with `write_mp4`. It lives here because `model/` must not import the harness; `mheval.media` re-exports it.
+The generator (`model.pipeline`, the a2v reference audio) and the harness (`mheval.media`, the puppet adapter,
+`mheval validate`) all write clips with `write_mp4` and decode audio with `read_audio_stream`. They live here because
+`model/` must not import the harness; `mheval.media` re-exports them and builds its streaming reader on `open_media`.
+Every reader raises `MediaError` naming the file and the problem.
 
 The original writes the frames with imageio (libx264), the audio as a 16-bit WAV, and muxes both with
 `ffmpeg -c:v copy -c:a aac` without `-shortest`, so the audio track keeps its own length (spec 4.6). Here both
@@ -23,13 +25,56 @@ import av
 import numpy as np
 
 AAC_BIT_RATE = 128_000        # ffmpeg's default for stereo AAC; transparent for speech
-# veryfast: "medium" took 3x longer (1.7 s for 5 s of 448x256) for no visible gain at crf 18. A fixed thread count:
-# x264's output depends on its thread count, which by default follows the CPUs the process may use (a Ray worker's
-# share, another machine), and a clip's sha256 is its identity in the run store. Fixed, the same frames give the same
-# bytes on any machine (checked with 1 core vs 2 under taskset).
-H264_OPTIONS = {"preset": "veryfast", "crf": "18", "threads": "4"}
+# veryfast: "medium" took 3x longer (1.7 s for 5 s of 448x256) for no visible gain at crf 18. One thread, because a
+# clip's sha256 is its identity in the run store: x264's default thread count follows the CPUs the process may use (a
+# Ray worker's share, another machine), and even a fixed count of 4 (sliced and lookahead threads) gave different
+# bytes for the same frames depending on what the process had encoded before (tests/test_media.py). The cost is
+# encode time on large clips (a few seconds for 5 s of 1080p), small beside generating them.
+H264_OPTIONS = {"preset": "veryfast", "crf": "18", "threads": "1"}
 VARIABLE_RATE_TIME_BASE = Fraction(1, 90_000)   # the MPEG clock: exact for every common frame duration
 
+
+
+class MediaError(RuntimeError):
+    def __init__(self, path: Path | str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+def open_media(path: Path | str) -> av.container.InputContainer:
+    """The file opened for reading; a missing, empty or unreadable file is a `MediaError`."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "file is empty")
+    try:
+        return av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise MediaError(path, f"not a readable media file ({reason})") from err
+
+
+def read_audio_stream(path: Path | str, sample_rate: int) -> tuple[np.ndarray, float]:
+    """The first audio stream as mono float32 in [-1, 1] at `sample_rate` (libswresample), and the presentation
+    time of its first sample in seconds."""
+    with open_media(path) as container:
+        if not container.streams.audio:
+            raise MediaError(path, "no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks, start = [], None
+        try:
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    start = out.time if start is None else start
+                    chunks.append(out.to_ndarray().reshape(-1))
+            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+        except av.FFmpegError as err:
+            raise MediaError(path, f"audio stream cannot be decoded ({err})") from err
+    if not chunks:
+        raise MediaError(path, "audio stream has no samples")
+    return np.concatenate(chunks).astype(np.float32), float(start or 0.0)
 
 def write_mp4(path: str | Path, frames: Iterable[np.ndarray] | None, fps: int, audio: np.ndarray | None, sample_rate: int,
               *, video_bitrate: int | None = None, frame_times: Sequence[float] | None = None,

@@ -34,6 +34,15 @@ def test_nothing_in_mheval_imports_dashboards():
     assert not offenders
 
 
+def test_the_generator_never_imports_the_harness():
+    """The bundled generator stands alone: `model/` imports neither mheval nor dashboards (the mp4 writer and the
+    audio decoder both need live in model/video_io.py, which mheval.media re-exports)."""
+    offenders = {str(path.relative_to(REPO)): names for path in sorted((REPO / "model").rglob("*.py"))
+                 if (names := {name for name in imported_modules(path)
+                               if name.split(".")[0] in ("mheval", "dashboards")})}
+    assert not offenders
+
+
 def test_the_cli_builds_without_loading_the_dashboard_and_launches_the_app_by_path():
     """Item 18: `mheval dashboard` is parsed by mheval's CLI, which starts dashboards/app.py as a file."""
     assert not {name for name in loaded_after_import("mheval.cli") if name.startswith("dashboards")}

@@ -1,4 +1,7 @@
 """Reading clips on the streams' clock, and the one mp4 writer shared by the harness and the generator."""
+import subprocess
+import sys
+
 import av
 import numpy as np
 import pytest
@@ -81,3 +84,26 @@ def test_unreadable_files_name_the_file(tmp_path):
         probe(tmp_path / "junk.mp4")
     with pytest.raises(MediaError, match="file does not exist"):
         read_audio(tmp_path / "missing.mp4")
+
+
+@pytest.mark.slow
+def test_a_clip_has_the_same_bytes_whatever_the_process_made_before(tmp_path):
+    """A clip's sha256 is its identity in the run store (cache keys, local vs Ray runs). With x264 threads, the German
+    smoke clip came out with other bytes (same pictures) when the English one had been generated first in the process."""
+    script = """
+import hashlib, pathlib, sys
+from mheval.adapters import create_adapter, parse_model_spec
+from mheval.suites import load_suite
+items = {item.language: item for item in load_suite("smoke").items}
+puppet = create_adapter(parse_model_spec("puppet"))
+for language in sys.argv[1:]:
+    out = pathlib.Path.cwd() / (language + ".mp4")
+    puppet.generate(items[language], out, 42)
+print(hashlib.sha256(out.read_bytes()).hexdigest())
+"""
+    digests = []
+    for order in (["de"], ["en", "fr", "de"]):
+        result = subprocess.run([sys.executable, "-c", script, *order], capture_output=True, text=True, check=True,
+                                cwd=tmp_path)
+        digests.append(result.stdout.split()[-1])
+    assert digests[0] == digests[1]
