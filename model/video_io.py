@@ -25,12 +25,13 @@ import av
 import numpy as np
 
 AAC_BIT_RATE = 128_000        # ffmpeg's default for stereo AAC; transparent for speech
-# veryfast: "medium" took 3x longer (1.7 s for 5 s of 448x256) for no visible gain at crf 18. One thread, because a
-# clip's sha256 is its identity in the run store: x264's default thread count follows the CPUs the process may use (a
-# Ray worker's share, another machine), and even a fixed count of 4 (sliced and lookahead threads) gave different
-# bytes for the same frames depending on what the process had encoded before (tests/test_media.py). The cost is
-# encode time on large clips (a few seconds for 5 s of 1080p), small beside generating them.
-H264_OPTIONS = {"preset": "veryfast", "crf": "18", "threads": "1"}
+# veryfast: "medium" took 3x longer (1.7 s for 5 s of 448x256) for no visible gain at crf 18. A clip's sha256 is its
+# identity in the run store, so the same frames must give the same bytes in any process on any machine: the thread
+# count is fixed (x264's default follows the CPUs a process may use: a Ray worker's share, another machine), and
+# macroblock-tree rate control is off — with it, the same frames came out with other bytes from one encode to the next
+# (on noise-like video after torch had run in the process, and on the puppet's clips depending on what the process had
+# encoded before; tests/test_media.py). Without it crf spends a few percent more bits for the same quality.
+H264_OPTIONS = {"preset": "veryfast", "crf": "18", "threads": "4", "x264-params": "mbtree=0"}
 VARIABLE_RATE_TIME_BASE = Fraction(1, 90_000)   # the MPEG clock: exact for every common frame duration
 
 
