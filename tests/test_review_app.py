@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mheval.review.storage import STUDY_ENV, StudyStore
+from mheval.review.storage import SIGN_IN_FAILURES_ALLOWED, STUDY_ENV, StudyStore
 from mheval.review.study import StudyConfig, create_study
 from review_fixtures import ADAPTER_SPEC, MODELS, RUN_NAME, tiny_run
 
@@ -51,6 +51,20 @@ def answer(test: AppTest, verdicts: dict[str, str]) -> AppTest:
     for criterion, verdict in verdicts.items():
         test.button(key=f"{criterion}-{verdict}").click().run()
     return test
+
+
+def test_the_sign_in_page_locks_out_a_token_guesser(study):
+    token = study.invite("ana", [])
+    test = open_app()
+    for guess in range(SIGN_IN_FAILURES_ALLOWED):
+        test.text_input(key="token").set_value(f"guess-{guess}")
+        test.button[0].click()
+        test.run()
+        assert "not valid" in texts(test)
+    test.text_input(key="token").set_value(token)
+    test.button[0].click()
+    test.run()
+    assert "Too many invalid tokens" in texts(test) and "Trial 1" not in texts(test)
 
 
 def test_tokens_valid_wrong_and_revoked(study):

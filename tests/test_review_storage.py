@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mheval.review.storage import StudyError, StudyStore, VoteRefused
+from mheval.review.storage import (SIGN_IN_FAILURES_ALLOWED, SIGN_IN_WINDOW_SECONDS, StudyError, StudyStore,
+                                   VoteRefused)
 from mheval.review.study import StudyConfig, create_study, next_trial
 from review_fixtures import MODELS, tiny_run
 
@@ -38,6 +39,33 @@ def test_tokens_are_stored_as_hashes_and_can_be_revoked_and_replaced(run_dir, tm
     assert store.authenticate(fresh).name == "ana"
     with pytest.raises(StudyError, match="not valid"):
         store.authenticate(token)
+
+
+def test_a_client_that_keeps_entering_invalid_tokens_is_locked_out_for_a_while(run_dir, tmp_path):
+    store = make_study(run_dir, tmp_path / "study")
+    token = store.invite("ana", ["en"])
+    start = 1_000_000.0
+    for attempt in range(SIGN_IN_FAILURES_ALLOWED):
+        with pytest.raises(StudyError, match="not valid"):
+            store.authenticate(f"guess-{attempt}", client="203.0.113.9", now=start + attempt)
+    # now even the right token is refused from that address, so its answers tell a guesser nothing
+    with pytest.raises(StudyError, match="Too many invalid tokens.*in 9 minutes"):
+        store.authenticate(token, client="203.0.113.9", now=start + 60)
+    assert store.authenticate(token, client="198.51.100.7", now=start + 60).name == "ana"
+    # the lock lifts as the failures age out of the window, for a fresh connection too (it lives in the database)
+    reopened = StudyStore(tmp_path / "study")
+    with pytest.raises(StudyError, match="Too many"):
+        reopened.authenticate(token, client="203.0.113.9", now=start + SIGN_IN_WINDOW_SECONDS - 1)
+    assert reopened.authenticate(token, client="203.0.113.9", now=start + SIGN_IN_WINDOW_SECONDS + 1).name == "ana"
+
+
+def test_a_few_typos_do_not_lock_a_rater_out(run_dir, tmp_path):
+    store = make_study(run_dir, tmp_path / "study")
+    token = store.invite("ana", ["en"])
+    for typo in range(SIGN_IN_FAILURES_ALLOWED - 1):
+        with pytest.raises(StudyError, match="not valid"):
+            store.authenticate(token + str(typo), client="192.0.2.1", now=100.0 + typo)
+    assert store.authenticate(token, client="192.0.2.1", now=120.0).name == "ana"
 
 
 def test_a_vote_needs_both_clips_played_through_on_the_server_clock(run_dir, tmp_path):

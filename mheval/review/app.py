@@ -75,9 +75,12 @@ def sign_in() -> int | None:
         token = st.text_input("Token", type="password", key="token")
         if st.form_submit_button("Start", type="primary"):
             try:
-                st.session_state.rater_id = store().authenticate(token).rater_id
+                address = st.context.ip_address
+                client = address if isinstance(address, str) else ""   # None when Streamlit cannot tell
+                st.session_state.rater_id = store().authenticate(token, client=client).rater_id
                 st.rerun()
             except StudyError as refusal:
+                LOG.info("sign-in refused from %s: %s", client or "an unknown address", refusal)
                 st.error(str(refusal))
     return None
 

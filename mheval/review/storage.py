@@ -33,6 +33,10 @@ MEDIA_ROUTE = "review-media"          # URL prefix of the media endpoint (mheval
 VERDICTS = ("left", "tie", "right")
 CLOCK_SLACK = 1e-3                    # seconds; float rounding of timestamps, not a grace period
 GRANT_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
+# Tokens carry 144 random bits, so guessing is hopeless anyway; the limit keeps a script from hammering the sign-in
+# (and the database) and shows up in the log. Per client address: behind a proxy every rater shares the proxy's.
+SIGN_IN_FAILURES_ALLOWED = 10
+SIGN_IN_WINDOW_SECONDS = 600.0
 # The criteria a study can ask, in the order the app shows them; `mheval review create --criteria` picks a subset.
 CRITERION_LABELS = {
     "overall": "Overall preference",
@@ -111,6 +115,10 @@ CREATE TABLE IF NOT EXISTS grants (
     trial_id TEXT NOT NULL,
     side TEXT NOT NULL,            -- 'left' | 'right'
     UNIQUE (trial_id, side)
+);
+CREATE TABLE IF NOT EXISTS sign_in_failures (
+    client TEXT NOT NULL,          -- the address the attempt came from ('' when unknown)
+    failed_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS trials_by_rater ON trials (rater_id, position);
 CREATE INDEX IF NOT EXISTS trials_by_pair ON trials (pair_id);
@@ -260,9 +268,23 @@ class StudyStore:
                 known = db.execute("SELECT 1 FROM raters WHERE name = ?", (name,)).fetchone()
                 raise StudyError(f"rater {name!r} is already revoked" if known else f"no rater named {name!r}")
 
-    def authenticate(self, token: str) -> Rater:
-        row = self._db.execute("SELECT rater_id, name, languages, revoked FROM raters WHERE token_sha256 = ?",
-                               (token_hash(token),)).fetchone()
+    def authenticate(self, token: str, client: str = "", now: float | None = None) -> Rater:
+        """The rater holding `token`. A client with `SIGN_IN_FAILURES_ALLOWED` invalid tokens within
+        `SIGN_IN_WINDOW_SECONDS` is refused, valid token or not, until its oldest failure leaves the window."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            since = now - SIGN_IN_WINDOW_SECONDS
+            db.execute("DELETE FROM sign_in_failures WHERE failed_at < ?", (since,))
+            failures = db.execute("SELECT COUNT(*), MIN(failed_at) FROM sign_in_failures WHERE client = ?",
+                                  (client,)).fetchone()
+            if failures[0] >= SIGN_IN_FAILURES_ALLOWED:
+                minutes = math.ceil((failures[1] + SIGN_IN_WINDOW_SECONDS - now) / 60)
+                raise StudyError(f"Too many invalid tokens were entered from here. Try again in {minutes} minute"
+                                 f"{'s' if minutes != 1 else ''}.")
+            row = db.execute("SELECT rater_id, name, languages, revoked FROM raters WHERE token_sha256 = ?",
+                             (token_hash(token),)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO sign_in_failures VALUES (?, ?)", (client, now))
         if row is None:
             raise StudyError("This token is not valid for this study.")
         rater = Rater(row[0], row[1], tuple(json.loads(row[2])), row[3] is not None)
