@@ -13,10 +13,10 @@ instead of a crash of the whole run; a stream the clip does not have raises `Not
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import av
 import numpy as np
@@ -136,12 +136,23 @@ def read_video(path: Path | str) -> np.ndarray:
 class ClipMedia:
     """One clip as the metrics read it: frames streamed at the size each metric asks for, audio decoded once."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, info: MediaInfo | None = None):
+        """`info`: the clip's probe, when it was already taken of these very bytes (the run checks the sha256);
+        probing decodes every frame, which costs as much as a metric's pass on noisy video."""
         self.path = Path(path)
+        if info is not None:
+            self.info = info
 
     @cached_property
     def info(self) -> MediaInfo:
         return probe(self.path)
+
+    @staticmethod
+    def recorded_info(facts: dict[str, Any]) -> MediaInfo | None:
+        """A MediaInfo from a clip record's `media` facts (`MediaInfo.__dict__` when the run generated the clip);
+        None when they are missing or were written by a version with other fields."""
+        names = {field.name for field in fields(MediaInfo)}
+        return MediaInfo(**facts) if isinstance(facts, dict) and set(facts) == names else None
 
     @cached_property
     def _streams(self) -> tuple[bool, bool]:

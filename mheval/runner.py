@@ -331,7 +331,7 @@ def score_clip(metrics: list[Metric], names: tuple[str, ...], item: SuiteItem, m
     """Worker side of a scoring unit: the metrics `names` (of the worker's `metrics`) on the clip at `file`."""
     if sha256_file(file) != clip_sha256:
         raise MediaError(file, f"its sha256 is not the stored clip's ({clip_sha256}); the clip changed on disk")
-    context = ClipContext(ClipMedia(file), item, model, meta)
+    context = ClipContext(ClipMedia(file, ClipMedia.recorded_info(meta.get("media"))), item, model, meta)
     return [_score_one(metric, context) for metric in metrics if metric.name in names]
 
 

@@ -225,3 +225,41 @@ def test_puppet_speaks_japanese_from_kana_and_keeps_other_languages_verbatim():
     spoken = speakable("写真撮ってもいい？", "ja")
     assert spoken == "しゃしんとってもいい？"
     assert speakable("Guten Tag", "de") == "Guten Tag" and speakable("你好", "zh") == "你好"
+
+
+@register
+class MediaFactsForTests(Metric):
+    """Records the media facts scoring saw, to check they are the generation-time probe of the same bytes."""
+
+    name = "media-facts-test"
+    version = "1"
+    inputs = ("video",)
+    fields = ("frames",)
+    headline = "frames"
+    seen: list = []
+
+    def score(self, clip):
+        type(self).seen.append(clip.media.info)
+        return {"frames": clip.media.info.frame_count}
+
+
+def test_scoring_reuses_the_generation_probe_of_the_same_bytes(tmp_path, monkeypatch, smoke_suite):
+    taken = []
+    monkeypatch.setattr("mheval.runner.probe", lambda path: taken.append(probe(path)) or taken[-1])
+    monkeypatch.setattr("mheval.media.probe", lambda path: pytest.fail(f"{path} was probed again for scoring"))
+    MediaFactsForTests.seen.clear()
+    result = run(_request(tmp_path, metrics=["media-facts-test"]))
+    assert result.scored == len(smoke_suite.items)
+    assert MediaFactsForTests.seen == taken
+
+
+def test_clip_media_probes_when_the_recorded_facts_are_missing_or_from_another_version(tmp_path, smoke_suite):
+    from mheval.media import ClipMedia
+
+    clip = tmp_path / "clip.mp4"
+    PuppetAdapter().generate(smoke_suite.items[0], clip, 0)
+    facts = probe(clip)
+    assert ClipMedia.recorded_info(dict(facts.__dict__)) == facts
+    assert ClipMedia.recorded_info(None) is None
+    assert ClipMedia.recorded_info({"width": 448, "height": 256, "fps": 25.0}) is None
+    assert ClipMedia(clip, ClipMedia.recorded_info({"width": 448})).info == facts
