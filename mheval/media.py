@@ -156,6 +156,8 @@ class ClipMedia:
 
     @cached_property
     def _streams(self) -> tuple[bool, bool]:
+        if "info" in self.__dict__:   # probed already (or given): no need to open the file again
+            return self.info.has_video, self.info.has_audio
         with open_media(self.path) as container:
             return bool(container.streams.video), bool(container.streams.audio)
 

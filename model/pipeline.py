@@ -516,7 +516,7 @@ class MagiHumanPipeline:
             with self._stage("image encoding", timings, progress):
                 image_latent = self.encode_image(image, *shape.pixel_size)
                 if sr_shape is not None:
-                    sr_image_latent = self.encode_image(image, *_pixels(sr_shape[1], sr_shape[0]))
+                    sr_image_latent = self.encode_image(image, *round_resolution(sr_width, sr_height))
 
         def on_step(state: StepState) -> None:
             if progress is not None:
@@ -562,7 +562,3 @@ def _text_module(encoder: TextEncoder) -> nn.Module:
 
 def _on(text: TextEmbedding, device: torch.device) -> TextEmbedding:
     return TextEmbedding(text.features.to(device), text.length)
-
-
-def _pixels(latent_width: int, latent_height: int) -> tuple[int, int]:
-    return PIXELS_PER_LATENT * latent_width, PIXELS_PER_LATENT * latent_height

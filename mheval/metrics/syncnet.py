@@ -40,7 +40,7 @@ import numpy as np
 
 from mheval.media import ASR_SAMPLE_RATE, ClipMedia
 from mheval.metrics import ClipContext, Metric, NotApplicable, WeightFile, register
-from mheval.metrics.sync import CASCADE_NAME, DETECT_SHORT_SIDE, detect_faces, find_cascade
+from mheval.metrics.sync import CASCADE_NAME, DETECT_SHORT_SIDE, detect_faces, find_cascade, load_cascade
 
 SYNCNET_FPS = 25
 CROP_SIZE = 224
@@ -302,7 +302,6 @@ class SyncNetLse(Metric):
     def __init__(self, **options: Any):
         super().__init__(**options)
         self._weights: list[WeightFile] | None = None
-        self._detector = None
 
     def config(self) -> dict[str, Any]:
         settings = asdict(self.settings)
@@ -332,16 +331,10 @@ class SyncNetLse(Metric):
             self._weights = [WeightFile.of(path)] if path and path.is_file() else []
         return self._weights
 
-    @property
-    def detector(self) -> cv2.CascadeClassifier:
-        if self._detector is None:
-            self._detector = cv2.CascadeClassifier(str(find_cascade()))
-        return self._detector
-
     def score(self, clip: ClipContext) -> dict[str, Any]:
         media, cfg = clip.media, self.settings
         media.require(video=True, audio=True)
-        times, detections = face_detections(media, self.detector)
+        times, detections = face_detections(media, load_cascade(find_cascade()))
         source = resample_times(times, 1 / media.fps)
         tracks = track_faces([detections[index] for index in source], cfg)
         if not tracks:

@@ -125,14 +125,15 @@ class TechnicalQuality(Metric):
         previous = None
         for frame in clip.media.frames(short_side=ANALYSIS_SHORT_SIDE, grey=True):
             grey = frame.image
+            current = grey.astype(np.int16)
             sharpness.append(cv2.Laplacian(grey, cv2.CV_64F).var())
             dark.append((grey <= DARK_LEVEL).mean())
             bright.append((grey >= BRIGHT_LEVEL).mean())
             if previous is not None:
-                change = np.abs(grey.astype(np.int16) - previous)
+                change = np.abs(current - previous)
                 changes.append(change.mean())
                 frozen.append((change > settings.frozen_pixel_change).mean() < settings.frozen_moving_fraction)
-            previous = grey.astype(np.int16)
+            previous = current
         temporal = bool(changes)
         return {
             "frozen_ratio": float(np.mean(frozen)) if temporal else None,

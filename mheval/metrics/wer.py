@@ -50,11 +50,6 @@ class WerConfig:
                            batch_size=self.batch_size, decoding=decoding).resolved()
 
 
-@dataclass(frozen=True)
-class WerOptions:
-    asr: str = field(default="base", metadata={"help": "Whisper model name (base, large-v3) or a local .pt path"})
-
-
 @register
 class WordErrorRate(Metric):
     name = "wer"

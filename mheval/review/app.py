@@ -74,9 +74,9 @@ def sign_in() -> int | None:
     with st.form("sign-in"):
         token = st.text_input("Token", type="password", key="token")
         if st.form_submit_button("Start", type="primary"):
+            address = st.context.ip_address
+            client = address if isinstance(address, str) else ""   # None when Streamlit cannot tell
             try:
-                address = st.context.ip_address
-                client = address if isinstance(address, str) else ""   # None when Streamlit cannot tell
                 st.session_state.rater_id = store().authenticate(token, client=client).rater_id
                 st.rerun()
             except StudyError as refusal:
