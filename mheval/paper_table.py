@@ -71,7 +71,7 @@ def sync_offsets_table(clips: pd.DataFrame) -> Table | None:
         sync = pd.to_numeric(both["sync.offset_ms"], errors="coerce")
         syncnet = pd.to_numeric(both["syncnet.offset_ms"], errors="coerce")
         agree = f"{int(((sync - syncnet).abs() <= ONE_FRAME_MS).sum())}/{len(both)}" if len(both) else "–"
-        scored = group[group.get("syncnet.status") == "ok"]
+        scored = metric_class("syncnet").scored_rows(group)
         medians = [pd.to_numeric(values, errors="coerce").median() for values in
                    (sync, syncnet, scored.get("syncnet.lse_c", pd.Series(dtype=float)),
                     scored.get("syncnet.lse_d", pd.Series(dtype=float)))]

@@ -195,15 +195,14 @@ class ScoringUnit:
 def _run_units(outcome: RunOutcome, request: RunRequest, executor: Executor, metrics: dict[str, Metric],
                metric_pools: dict[str, str]) -> None:
     store, suite = outcome.store, outcome.suite.name
-    work = [(label, adapter, item) for label, adapter in outcome.models.items() for item in outcome.items]
+    work = [(label, item) for label in outcome.models for item in outcome.items]
     bars = dict(enabled=request.progress, interval=request.progress_interval)
     generate_bar = progress_bar("generate", len(work), "clip", position=0, **bars)
     score_bar = progress_bar("score", len(work), "clip", position=1, **bars)
     unscored: dict[tuple[str, str], int] = {}  # (label, item id) -> scoring tasks still out
     keys = {key.name: key for key in outcome.record.metric_keys}
 
-    def schedule_scoring(label: str, item: SuiteItem) -> None:
-        record = store.get_clip(label, suite, item.id, request.seed)
+    def schedule_scoring(label: str, item: SuiteItem, record: ClipRecord) -> None:
         missing: dict[str, list[str]] = {}
         for metric in metrics.values():
             if not store.has_score(keys[metric.name].score_key(record.sha256, record.item_hash)):
@@ -217,11 +216,11 @@ def _run_units(outcome: RunOutcome, request: RunRequest, executor: Executor, met
             executor.submit(Task(pool, score_clip, (unit.metrics, item, label, record.meta, record.sha256), unit,
                                  file=store.directory / record.path, priority=1))
 
-    for label, adapter, item in work:
+    for label, item in work:
         key = outcome.record.clips[label][item.id]
-        if _is_current(store, label, suite, item.id, request.seed, key):
+        if (current := _current_clip(store, label, suite, item.id, request.seed, key)) is not None:
             generate_bar.update(1)
-            schedule_scoring(label, item)
+            schedule_scoring(label, item, current)
             continue
         final = store.clip_path(label, item.id, request.seed)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -235,11 +234,11 @@ def _run_units(outcome: RunOutcome, request: RunRequest, executor: Executor, met
             record = _store_clip(outcome, request.seed, done)
             generate_bar.update(1)
             if record.status == "ok":
-                schedule_scoring(unit.label, unit.item)
+                schedule_scoring(unit.label, unit.item, record)
             else:
                 score_bar.total -= 1
         else:
-            _store_scores(outcome, metrics, done)
+            _store_scores(outcome, metrics, keys, done)
             unscored[(unit.label, unit.item.id)] -= 1
             if not unscored[(unit.label, unit.item.id)]:
                 score_bar.update(1)
@@ -297,10 +296,12 @@ def generate_clip(adapter: Adapter, item: SuiteItem, seed: int, shown: Path, max
     return GeneratedClip("ok", meta, digest, None)
 
 
-def _is_current(store: RunStore, model: str, suite: str, item_id: str, seed: int, key: str) -> bool:
+def _current_clip(store: RunStore, model: str, suite: str, item_id: str, seed: int, key: str) -> ClipRecord | None:
+    """The stored clip when it was made with this generation key and is still on disk; else None (generate it)."""
     record = store.get_clip(model, suite, item_id, seed)
-    return (record is not None and record.generation_key == key and record.status == "ok"
-            and (store.directory / record.path).exists())
+    current = (record is not None and record.generation_key == key and record.status == "ok"
+               and (store.directory / record.path).exists())
+    return record if current else None
 
 
 def _check_clip(path: Path, shown: Path, max_seconds: float = DEFAULT_MAX_CLIP_SECONDS) -> dict[str, Any]:
@@ -348,10 +349,9 @@ def _score_one(metric: Metric, context: ClipContext) -> ScoreRecord:
     return ScoreRecord(metric.name, status, fields, detail)
 
 
-def _store_scores(outcome: RunOutcome, metrics: dict[str, Metric], done: Done) -> None:
+def _store_scores(outcome: RunOutcome, metrics: dict[str, Metric], keys: dict[str, MetricKey], done: Done) -> None:
     """Driver side of a scoring unit: one score per metric; a unit that failed as a whole fails each of its metrics."""
     unit: ScoringUnit = done.task.tag
-    keys = {key.name: key for key in outcome.record.metric_keys}
     records = done.value if done.error is None else [ScoreRecord(name, "failed", {}, done.error)
                                                      for name in unit.metrics]
     for record in records:

@@ -134,10 +134,9 @@ class OviAdapter(Adapter):
         """Ovi's inference config keys (see its ovi/configs/inference/inference_fusion.yaml) for one item."""
         o = self.options
         return {
-            "ckpt_dir": str(self.ckpt_dir), "model_name": o.model_name, "sample_steps": o.sample_steps,
-            "solver_name": o.solver_name, "shift": o.shift, "sp_size": 1,
-            "audio_guidance_scale": o.audio_guidance_scale, "video_guidance_scale": o.video_guidance_scale,
-            "mode": "i2v" if item.reference_image else "t2v", "fp8": o.fp8, "cpu_offload": o.cpu_offload,
+            **self.ovi_config_defaults(), "sample_steps": o.sample_steps, "solver_name": o.solver_name,
+            "shift": o.shift, "audio_guidance_scale": o.audio_guidance_scale,
+            "video_guidance_scale": o.video_guidance_scale, "mode": "i2v" if item.reference_image else "t2v",
             "seed": seed, "video_negative_prompt": o.video_negative_prompt,
             "audio_negative_prompt": o.audio_negative_prompt, "video_frame_height_width": [item.height, item.width],
             "slg_layer": o.slg_layer, "each_example_n_times": 1,

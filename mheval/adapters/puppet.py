@@ -82,12 +82,8 @@ class PuppetAdapter(Adapter):
 
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "version": VERSION, "espeak": espeak_version(), "shift_ms": self.shift_ms,
+        return {**super().config(), "version": VERSION, "espeak": espeak_version(),
                 "voices": {code: self.voice_for(code)[0] for code in LANGUAGES}}
-
-    @property
-    def shift_ms(self) -> float:
-        return float(self.options.shift_ms)
 
     def voice_for(self, language_code: str) -> tuple[str, str | None]:
         """The voice id this adapter speaks a language with, and why a natural voice was not used (or None)."""
@@ -113,7 +109,7 @@ class PuppetAdapter(Adapter):
         frame_count = int(round(seconds * FPS))
         audio = fit_length(speech, int(round(seconds * sample_rate)))
         openness = mouth_openness(audio, sample_rate, frame_count)
-        audio = shift_audio(audio, sample_rate, self.shift_ms)
+        audio = shift_audio(audio, sample_rate, self.options.shift_ms)
         frames = render_face(openness, item.width, item.height, seed)
         rendered = time.perf_counter()
         write_mp4(output, frames, FPS, audio, sample_rate)
@@ -124,7 +120,7 @@ class PuppetAdapter(Adapter):
                 "encode": time.perf_counter() - rendered,
             },
             "voice": voice,
-            "shift_ms": self.shift_ms,
+            "shift_ms": self.options.shift_ms,
         }
         if fallback:
             meta["voice_fallback"] = fallback

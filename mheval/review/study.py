@@ -128,7 +128,7 @@ def run_clips(run_dir: Path, models: tuple[str, ...]) -> tuple[pd.DataFrame, pd.
         latest = run.latest_run()
         if latest is None:
             raise ValueError(f"{run_dir}: the run directory holds no finished invocation of mheval run")
-        manifest = run.manifest()
+        manifest = latest.manifest
         clips = run.run_clips(latest)   # the latest invocation's clips only, as the report and the gate read them
         clips = clips[~clips.stale].drop(columns="stale")
         items = run.items(latest.suite)
