@@ -30,19 +30,22 @@ from pathlib import Path
 CLIP_SUFFIX = ".mp4"
 
 
-def plain_faster_whisper(folder: str, clips: Path, languages: dict[str, str], out: Path) -> None:
-    """The plain faster-whisper side: what a user would write, with mheval's decoding settings."""
+def plain_faster_whisper(folder: str, clips: Path, plan: dict, out: Path) -> None:
+    """The plain faster-whisper side: what a user would write, with mheval's decoding settings (`plan`, written by
+    the parent from mheval's own `DecodingConfig`, so this process imports nothing of mheval)."""
     from faster_whisper import WhisperModel, decode_audio
 
     model = WhisperModel(folder, device="cpu", compute_type="int8")
+    decoding = plan["decoding"]
     transcripts = {}
-    for item_id, language in languages.items():
+    for item_id, language in plan["languages"].items():
         audio = decode_audio(str(clips / f"{item_id}{CLIP_SUFFIX}"), sampling_rate=16_000)
         segments, _ = model.transcribe(
-            audio, language="zh" if language == "yue" else language, beam_size=5, best_of=5,
-            temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], compression_ratio_threshold=2.4, log_prob_threshold=None,
+            audio, language="zh" if language == "yue" else language, beam_size=decoding["beam_size"],
+            best_of=decoding["best_of"], temperature=decoding["temperatures"],
+            compression_ratio_threshold=decoding["compression_ratio_threshold"], log_prob_threshold=None,
             no_speech_threshold=None, condition_on_previous_text=False, without_timestamps=True,
-            max_new_tokens=min(224, 16 + int(-(-15 * len(audio) // 16_000))))
+            max_new_tokens=plan["caps"][item_id])
         transcripts[item_id] = " ".join(s.text.strip() for s in segments)
     out.write_text(json.dumps(transcripts, ensure_ascii=False))
 
@@ -64,14 +67,16 @@ def main() -> None:
     parser.add_argument("--per-language", type=int, default=4)
     parser.add_argument("--languages", default="en,de,fr")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side (alternating)")
-    parser.add_argument("--plain", nargs=4, metavar=("FOLDER", "CLIPS", "ITEMS_JSON", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--plain", nargs=4, metavar=("FOLDER", "CLIPS", "PLAN_JSON", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain:
-        folder, clips, items, out = args.plain
-        return plain_faster_whisper(folder, Path(clips), json.loads(Path(items).read_text()), Path(out))
+        folder, clips, plan, out = args.plain
+        return plain_faster_whisper(folder, Path(clips), json.loads(Path(plan).read_text()), Path(out))
 
     from mheval.adapters.puppet import PuppetAdapter
+    from mheval.asr import SAMPLE_RATE, DecodingConfig
     from mheval.asr.weights import base_folder
+    from mheval.media import read_audio
     from mheval.runner import select_items
     from mheval.suites import load_suite
 
@@ -84,7 +89,13 @@ def main() -> None:
         items = select_items(load_suite("multilingual"), args.per_language, languages)
         for item in items:
             PuppetAdapter().generate(item, clips / f"{item.id}{CLIP_SUFFIX}", seed=0)
-        (tmp / "items.json").write_text(json.dumps({item.id: item.language for item in items}))
+        decoding = DecodingConfig()
+        (tmp / "plan.json").write_text(json.dumps({
+            "languages": {item.id: item.language for item in items},
+            "caps": {item.id: decoding.sample_len(len(read_audio(clips / f"{item.id}{CLIP_SUFFIX}")) / SAMPLE_RATE)
+                     for item in items},
+            "decoding": {name: getattr(decoding, name)
+                         for name in ("beam_size", "best_of", "temperatures", "compression_ratio_threshold")}}))
         print(f"{len(items)} puppet clips ({', '.join(languages)}); Whisper base, faster-whisper int8, beam 5, "
               f"{args.repeats} runs per side, alternating")
 
@@ -93,7 +104,7 @@ def main() -> None:
                     f"clips:{clips}", "--metrics", "wer", "--languages", ",".join(languages), "--limit",
                     str(args.per_language), "--out", str(out), "--no-progress"]
 
-        plain_command = [sys.executable, __file__, "--plain", folder, str(clips), str(tmp / "items.json"),
+        plain_command = [sys.executable, __file__, "--plain", folder, str(clips), str(tmp / "plan.json"),
                          str(tmp / "plain.json")]
         runs: dict[str, list[tuple[float, float, float]]] = {"mheval": [], "plain": []}
         for index in range(args.repeats):
