@@ -93,6 +93,7 @@ class Metric:
     def __init__(self, **options: Any):
         self.options = options
         self.settings = parse_options(self.options_class, options, owner=f"metric {self.name}")
+        self._weights: list[WeightFile] | None = None
 
     def config(self) -> dict[str, Any]:
         return dict(self.options)
@@ -100,8 +101,15 @@ class Metric:
     def config_hash(self) -> str:
         return config_hash(self.config())
 
-    def weights(self) -> list[WeightFile]:
+    def weight_paths(self) -> list[Path]:
+        """The local files (model weights, detector data) whose bytes the scores depend on."""
         return []
+
+    def weights(self) -> list[WeightFile]:
+        """`weight_paths` with their sha256 (part of every score key), hashed once per metric instance."""
+        if self._weights is None:
+            self._weights = [WeightFile.of(path) for path in self.weight_paths()]
+        return self._weights
 
     def unavailable(self) -> str | None:
         return None

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mheval.metrics import ClipContext, Metric, WeightFile, register
+from mheval.metrics import ClipContext, Metric, register
 
 QUALITY_PAIRS = {
     "clip_iqa": ("Good photo.", "Bad photo."),
@@ -150,10 +150,6 @@ class ClipMetric(Metric):
     inputs = ("video",)
     options_class = ClipConfig
 
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self._weights: list[WeightFile] | None = None
-
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)
 
@@ -185,11 +181,9 @@ class ClipMetric(Metric):
                     f"--metric-option {self.name}.pretrained=/path/to/open_clip_model.safetensors")
         return None
 
-    def weights(self) -> list[WeightFile]:
-        if self._weights is None:
-            checkpoint = self.checkpoint()
-            self._weights = [WeightFile.of(checkpoint)] if checkpoint else []
-        return self._weights
+    def weight_paths(self) -> list[Path]:
+        checkpoint = self.checkpoint()
+        return [checkpoint] if checkpoint else []
 
     @property
     def backbone(self) -> ClipBackbone:

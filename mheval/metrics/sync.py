@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from mheval.media import ASR_SAMPLE_RATE, ClipMedia, frame_rate
-from mheval.metrics import ClipContext, GroupSummary, Metric, NotApplicable, WeightFile, register
+from mheval.metrics import ClipContext, GroupSummary, Metric, NotApplicable, register
 from mheval.stats import bootstrap_median
 
 CASCADE_NAME = "haarcascade_frontalface_default.xml"
@@ -192,9 +192,9 @@ class AudioVideoSync(Metric):
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)
 
-    def weights(self) -> list[WeightFile]:
+    def weight_paths(self) -> list[Path]:
         cascade = find_cascade()
-        return [WeightFile.of(cascade)] if cascade else []
+        return [cascade] if cascade else []
 
     def unavailable(self) -> str | None:
         if find_cascade() is None:

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from mheval.media import ASR_SAMPLE_RATE, ClipMedia
-from mheval.metrics import ClipContext, Metric, NotApplicable, WeightFile, register
+from mheval.metrics import ClipContext, Metric, NotApplicable, register
 from mheval.metrics.sync import CASCADE_NAME, DETECT_SHORT_SIDE, detect_faces, find_cascade, load_cascade
 
 SYNCNET_FPS = 25
@@ -299,10 +299,6 @@ class SyncNetLse(Metric):
                    "syncnet_v2.model, syncnet_python's pipeline at 25 fps; offset_ms > 0 = audio lags video")
     options_class = SyncNetConfig
 
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self._weights: list[WeightFile] | None = None
-
     def config(self) -> dict[str, Any]:
         settings = asdict(self.settings)
         settings.pop("checkpoint")   # its sha256 is in weights(); the path itself does not change the numbers
@@ -325,11 +321,9 @@ class SyncNetLse(Metric):
                     f"--metric-option syncnet.checkpoint=PATH")
         return None
 
-    def weights(self) -> list[WeightFile]:
-        if self._weights is None:
-            path = Path(self.settings.checkpoint).expanduser() if self.settings.checkpoint else None
-            self._weights = [WeightFile.of(path)] if path and path.is_file() else []
-        return self._weights
+    def weight_paths(self) -> list[Path]:
+        path = Path(self.settings.checkpoint).expanduser() if self.settings.checkpoint else None
+        return [path] if path and path.is_file() else []
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
         media, cfg = clip.media, self.settings

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from mheval.media import ClipMedia
-from mheval.metrics import ClipContext, Metric, NotApplicable, WeightFile, register
+from mheval.metrics import ClipContext, Metric, NotApplicable, register
 
 DIMENSIONS = {  # field → the label the judge writes
     "visual_quality": "visual quality",
@@ -216,10 +216,6 @@ class VideoScore2(Metric):
                    "physical consistency 1-5 and probability-weighted soft scores; greedy; raw output kept")
     options_class = VideoScore2Config
 
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self._weights: list[WeightFile] | None = None
-
     @property
     def model_dir(self) -> Path:
         return Path(self.settings.model_dir).expanduser()
@@ -244,11 +240,9 @@ class VideoScore2(Metric):
     def _weight_files(self) -> list[Path]:
         return sorted(path for path in self.model_dir.iterdir() if path.suffix in WEIGHT_SUFFIXES)
 
-    def weights(self) -> list[WeightFile]:
-        if self._weights is None:
-            ready = self.settings.model_dir and (self.model_dir / "config.json").is_file()
-            self._weights = [WeightFile.of(path) for path in self._weight_files()] if ready else []
-        return self._weights
+    def weight_paths(self) -> list[Path]:
+        ready = self.settings.model_dir and (self.model_dir / "config.json").is_file()
+        return self._weight_files() if ready else []
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
         cfg = self.settings

@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mheval.metrics import ClipContext, Metric, WeightFile, register
+from mheval.metrics import ClipContext, Metric, register
 
 BRISQUE_FILES = ("brisque_model_live.yml", "brisque_range_live.yml")
 BRISQUE_DIRS = ("/usr/share/opencv4/quality", "/usr/share/opencv/quality", "/usr/local/share/opencv4/quality")
@@ -72,23 +72,20 @@ class Brisque(Metric):
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)
 
-    def _files(self) -> list[Path]:
+    def weight_paths(self) -> list[Path]:
         directory = brisque_directory(self.settings.model_dir)
         return [directory / name for name in BRISQUE_FILES] if directory else []
-
-    def weights(self) -> list[WeightFile]:
-        return [WeightFile.of(path) for path in self._files()]
 
     def unavailable(self) -> str | None:
         if not hasattr(cv2, "quality"):
             return "OpenCV has no quality module; install opencv-contrib-python-headless"
-        if not self._files():
+        if not self.weight_paths():
             return (f"{' and '.join(BRISQUE_FILES)} not found in cv2.data or {', '.join(BRISQUE_DIRS)}; install "
                     "Debian's opencv-data (apt-get install opencv-data) or pass --metric-option brisque.model_dir=DIR")
         return None
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
-        model, ranges = map(str, self._files())
+        model, ranges = map(str, self.weight_paths())
         settings = self.settings
         sampled = clip.media.frames(short_side=settings.analysis_short_side, every_seconds=1 / settings.frames_per_second)
         scored = [(frame.index, cv2.quality.QualityBRISQUE_compute(cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR),
