@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mheval.metrics import metric_class
-from mheval.results import estimate
+from mheval.results import estimate, model_label
 
 JUDGE = "videoscore2"
 PAPER_COLUMNS = (("visual_quality", "VQ ↑"), ("text_alignment", "TA ↑"), ("physical_consistency", "PC ↑"))
@@ -54,8 +54,7 @@ def paper_table(clips: pd.DataFrame, notices: dict[str, str | None] | None = Non
         status = group[f"{JUDGE}.status"]
         details = group.get(f"{JUDGE}.detail", pd.Series(index=group.index, dtype=object)).astype(str)
         failures = int(((status == "not_applicable") & details.str.contains(PARSE_FAILURE)).sum())
-        label = f"{model} ({notices[model]})" if notices.get(model) else model
-        table.add_row(label, *cells, f"{int((status == 'ok').sum())}/{len(group)}", str(failures))
+        table.add_row(model_label(model, notices), *cells, f"{int((status == 'ok').sum())}/{len(group)}", str(failures))
     return table
 
 

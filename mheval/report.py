@@ -25,7 +25,7 @@ from mheval.languages import LANGUAGES
 from mheval.metrics import metric_class
 from mheval.metrics.speed import speed_table
 from mheval.paper_table import print_paper_tables
-from mheval.results import ALL
+from mheval.results import ALL, model_label
 
 PERCENT_METRICS = {"wer"}
 WEIGHTED_METRICS = {"wer"}  # summarised corpus-level; the per-utterance mean is shown beside it
@@ -78,11 +78,6 @@ def compact_value(row) -> str:
     if not math.isnan(row.ci_low):
         text += f" ±{(row.ci_high - row.ci_low) * scale / 2:.{digits}f}"
     return text
-
-
-def model_label(model: str, notices: dict[str, str | None]) -> str:
-    notice = notices.get(model)
-    return f"{model} ({notice})" if notice else model
 
 
 def row_notes(row) -> list[str]:

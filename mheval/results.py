@@ -137,6 +137,12 @@ def _summary_row(model: str, language: str, clips: pd.DataFrame, scored: pd.Data
     }
 
 
+def model_label(model: str, notices: dict[str, str | None]) -> str:
+    """A model's name as tables show it, with its notice (e.g. tiny random weights) when it has one."""
+    notice = notices.get(model)
+    return f"{model} ({notice})" if notice else model
+
+
 def distinct_notes(rows: pd.DataFrame) -> list[str]:
     """The distinct notes of summary rows (e.g. one model × language row's metrics), in order of appearance."""
     return list(dict.fromkeys(note for text in rows.get("notes", []) for note in str(text).split("; ") if note))
