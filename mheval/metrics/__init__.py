@@ -17,6 +17,11 @@ that ships it (see `mheval.registry`). The runner asks every metric for:
 - `resources`, `worker_group`: what one scoring worker needs (Ray executor), and which metrics share a worker:
   metrics with the same group and resources are scored together, one decode of the clip for all of them; a metric
   that loads a large model of its own (a GPU judge) names its own group.
+- presentation, read by every table (report, exports, dashboard, compare): `unit` (what the headline's number is
+  in, as tables print it), `percent` (a fraction shown ×100 as %), `language_table` (the report gives the metric its
+  own models × languages table, as for WER), `paper_column` (the paper's leaderboard column it belongs to).
+- `detail_class`: a dataclass the stored `detail` of an ok score is read into by `mheval.results` (None: kept as
+  the stored JSON value).
 - `lower_is_better`, `ideal`: which way is better; a metric with an `ideal` value (sync's signed offset: 0) ranks
   by the distance to it (`ranking_values`), whatever the sign.
 - `weight_field`: None to summarise clips by the mean of `headline`; a field name to weight each clip's headline by
@@ -86,6 +91,11 @@ class Metric:
     ideal: ClassVar[float | None] = None  # set: the value closest to it is best (sync's signed offset: 0 ms)
     weight_field: ClassVar[str | None] = None
     description: ClassVar[str] = ""
+    unit: ClassVar[str] = ""
+    percent: ClassVar[bool] = False
+    language_table: ClassVar[bool] = False
+    paper_column: ClassVar[str | None] = None
+    detail_class: ClassVar[type | None] = None
     resources: ClassVar[Resources] = Resources()
     worker_group: ClassVar[str] = "shared"
     options_class: ClassVar[type] = NoOptions
