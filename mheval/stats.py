@@ -120,3 +120,22 @@ def bootstrap_median(groups, values, resamples: int = DEFAULT_RESAMPLES, seed: i
     draws = _resample_indices(len(prompts), resamples, seed)
     samples = np.array([np.median(np.concatenate([prompts[k] for k in draw])) for draw in draws])
     return Estimate(value, *_interval(samples), len(prompts))
+
+
+ADJUSTMENTS = {"holm": "Holm (family-wise error rate)", "fdr_bh": "Benjamini–Hochberg (false discovery rate)"}
+
+
+def adjust_p_values(p_values, method: str = "holm") -> np.ndarray:
+    """p-values adjusted over the whole family of comparisons a command reports (statsmodels' `multipletests`):
+    `holm` controls the family-wise error rate, `fdr_bh` the false discovery rate. NaN (not tested) stays NaN and
+    does not count as a member of the family."""
+    from statsmodels.stats.multitest import multipletests
+
+    if method not in ADJUSTMENTS:
+        raise ValueError(f"unknown p-value adjustment {method!r}; one of {', '.join(ADJUSTMENTS)}")
+    p_values = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p_values, np.nan)
+    tested = np.isfinite(p_values)
+    if tested.any():
+        adjusted[tested] = multipletests(p_values[tested], method=method)[1]
+    return adjusted
