@@ -3,7 +3,7 @@
     mheval dashboard runs/smoke runs/other          # or: streamlit run dashboards/app.py -- runs/smoke runs/other
 
 Arguments are run directories, or directories holding runs (default `runs`). The page can be chosen with the URL
-query `?page=<name>` (leaderboard, languages, drilldown, compare, speed, review) and a prompt with `&item=<id>`.
+query `?page=<name>` (leaderboard, languages, drilldown, verdicts, compare, speed, review) and a prompt with `&item=<id>`.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ PAGES = {
     "leaderboard": ("Leaderboard", views.leaderboard_page),
     "languages": ("By language", views.languages_page),
     "drilldown": ("Drill-down", views.drilldown_page),
+    "verdicts": ("Verdicts: A vs B", views.verdicts_page),
     "compare": ("Compare runs", views.compare_page),
     "speed": ("Speed", views.speed_page),
     "review": ("Human review", views.review_page),

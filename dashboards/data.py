@@ -5,7 +5,6 @@ use, so the dashboard can never disagree with them.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,33 +15,27 @@ import numpy as np
 import pandas as pd
 
 from mheval.compare import CannotCompare, Tolerance, check_comparable, compare_prompts, metric_scores
-from mheval.metrics import metric_class, metric_names
-from mheval.results import ALL, clip_table, distinct_notes, summary
-from mheval.store import OldStoreError, RunRecord, RunStore
-
-# The paper's leaderboard columns, in its order, and the mheval metrics that measure each.
-PAPER_COLUMNS = (
-    ("visual quality", ("clip_iqa", "brisque", "technical")),
-    ("text alignment", ("clip_score",)),
-    ("physical consistency", ()),
-    ("WER", ("wer",)),
-    ("sync", ("sync",)),
-    ("speed", ("speed",)),
-)
+from mheval.metrics import PAPER_COLUMNS, metric_class, metric_names
+from mheval.results import ALL, Reason, RunResults, distinct_notes, is_run_directory, model_label
+from mheval.status import Status
+from mheval.store import OldStoreError, RunRecord
 
 
 @dataclass
 class RunView:
-    """One run directory as the dashboard sees it; `problem` is set when it cannot be shown at all."""
+    """One run directory as the dashboard sees it (`mheval.results.RunResults`, the metrics in paper order);
+    `problem` is set when it cannot be shown at all."""
 
     directory: Path
+    results: RunResults | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     record: RunRecord | None = None                                # the invocation shown (the latest)
-    table: pd.DataFrame = field(default_factory=pd.DataFrame)      # mheval.results.clip_table
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)      # RunResults.clips
     metrics: list[str] = field(default_factory=list)               # scored and registered, paper order
-    summary: pd.DataFrame = field(default_factory=pd.DataFrame)    # mheval.results.summary
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)    # RunResults.summary
     errors: pd.DataFrame = field(default_factory=pd.DataFrame)
     unavailable: dict[str, str] = field(default_factory=dict)      # metric → why it did not run
+    notices: dict[str, str | None] = field(default_factory=dict)   # model → notice (tiny random weights)
     unregistered: list[str] = field(default_factory=list)          # scored by a metric this install does not know
     finished: bool = True
     problem: str | None = None
@@ -60,14 +53,7 @@ class RunView:
         """`unreadable`, `empty` (no clips), `failed` (no clip generated), `partial` or `ok`."""
         if self.problem is not None:
             return "unreadable"
-        if self.table.empty:
-            return "empty"
-        if (self.table.clip_status != "ok").all():
-            return "failed"
-        failed_scores = any((self.table.get(f"{name}.status") == "failed").any() for name in self.metrics)
-        if (self.table.clip_status != "ok").any() or failed_scores or not self.finished:
-            return "partial"
-        return "ok"
+        return self.results.state if self.results is not None else "empty"
 
     @property
     def message(self) -> str | None:
@@ -78,7 +64,7 @@ class RunView:
         if state == "empty":
             return (f"{self.name}: this run has no clips yet. Generate them with "
                     f"`mheval run --suite {self.suite or 'SUITE'} --out {self.directory}`.")
-        failed = int((self.table.clip_status != "ok").sum())
+        failed = int((self.table.clip_status != Status.OK).sum())
         if state == "failed":
             return f"{self.name}: every clip failed to generate ({failed} of {len(self.table)}); see the errors below."
         if state == "partial":
@@ -86,7 +72,7 @@ class RunView:
             if failed:
                 parts.append(f"{failed} of {len(self.table)} clips failed to generate")
             for name in self.metrics:
-                count = int((self.table.get(f"{name}.status") == "failed").sum())
+                count = int((self.table.get(f"{name}.status") == Status.FAILED).sum())
                 if count:
                     parts.append(f"{name} failed on {count} clip(s)")
             if not self.finished:
@@ -102,59 +88,65 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     """Run directories named directly, or found one level below a directory of runs (e.g. `runs/`)."""
     found: list[Path] = []
     for path in map(Path, paths):
-        if (path / "run.sqlite").exists() or not path.is_dir():
+        if is_run_directory(path) or not path.is_dir():
             found.append(path)
         else:
-            below = sorted(child for child in path.iterdir() if (child / "run.sqlite").exists())
+            below = sorted(child for child in path.iterdir() if is_run_directory(child))
             found.extend(below or [path])
     return list(dict.fromkeys(found))
 
 
 def load_run(directory: Path | str) -> RunView:
     directory = Path(directory)
-    if not (directory / "run.sqlite").exists():
-        reason = "does not exist" if not directory.exists() else "is not a run directory (no run.sqlite)"
+    if not is_run_directory(directory):
+        reason = "does not exist" if not directory.exists() else "is not a run directory (no run database)"
         return RunView(directory, problem=reason)
     try:
-        store = RunStore.open_existing(directory)
-    except OldStoreError as err:
-        return RunView(directory, problem=str(err))
-    try:
-        record = store.latest_run()
-        known = set(metric_names())
-        keys = record.metric_keys if record else []
-        scored = [key for key in keys if key.name in known]
-        table = clip_table(store, record, scored)
-        errors = store.errors()
-    finally:
-        store.close()
-    metrics = ordered_metrics([key.name for key in scored])
-    manifest = record.manifest if record else {}
+        results = RunResults.load(directory)
+    except ValueError as err:   # an older store schema (OldStoreError), or no invocation recorded yet
+        if isinstance(err, OldStoreError):
+            return RunView(directory, problem=str(err))
+        return RunView(directory)
+    return view_of(results)
+
+
+def view_of(results: RunResults) -> RunView:
     return RunView(
-        directory=directory,
-        manifest=manifest,
-        record=record,
-        table=table,
-        metrics=metrics,
-        summary=summary(table, metrics) if not table.empty else pd.DataFrame(),
-        errors=errors,
-        unavailable={name: spec["unavailable"] for name, spec in manifest.get("metrics", {}).items()
-                     if spec.get("unavailable")},
-        unregistered=sorted(key.name for key in keys if key.name not in known),
-        finished=record is None or record.finished is not None,
+        directory=results.directory,
+        results=results,
+        manifest=results.manifest,
+        record=results.run,
+        table=results.clips,
+        metrics=ordered_metrics(results.metrics),
+        summary=results.summary,
+        errors=results.errors,
+        unavailable=results.unavailable,
+        notices=results.notices,
+        unregistered=results.unregistered,
+        finished=results.finished,
     )
 
 
+def paper_groups(names: list[str]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The paper's leaderboard columns (in its order, then other columns metrics name) with the (metric, field)
+    pairs of `names` that fill each; a column no metric fills has an empty list."""
+    groups: dict[str, list[tuple[str, str]]] = {column: [] for column in PAPER_COLUMNS}
+    for name in names:
+        for column, field_name in metric_class(name).paper_fields().items():
+            groups.setdefault(column, []).append((name, field_name))
+    return list(groups.items())
+
+
 def ordered_metrics(names: list[str]) -> list[str]:
-    paper = [name for _, group in PAPER_COLUMNS for name in group]
-    return [name for name in paper if name in names] + sorted(set(names) - set(paper))
+    paper = [name for _, members in paper_groups(names) for name, _ in members]
+    return list(dict.fromkeys(paper)) + sorted(set(names) - set(paper))
 
 
 def column_label(metric: str) -> str:
     cls = metric_class(metric)
-    group = next((label for label, names in PAPER_COLUMNS if metric in names), None)
     arrow = cls.direction()
     name = metric if cls.headline == metric else f"{metric}.{cls.headline}"
+    group = cls.paper_column
     return f"{group}: {name} {arrow}" if group and group != metric else f"{name} {arrow}"
 
 
@@ -166,7 +158,7 @@ def leaderboard(view: RunView, language: str = ALL) -> pd.DataFrame:
     """One row per model: each metric's headline value and its 95% interval, prompts, failed clips."""
     rows = view.summary[view.summary.language == language] if not view.summary.empty else view.summary
     models = sorted(view.table.model.unique())
-    board = pd.DataFrame({"model": models})
+    board = pd.DataFrame({"model": [model_label(model, view.notices) for model in models]})
     for metric in view.metrics:
         mine = rows[rows.metric == metric].set_index("model").reindex(models)
         label = column_label(metric)
@@ -174,7 +166,7 @@ def leaderboard(view: RunView, language: str = ALL) -> pd.DataFrame:
         board[f"{label} 95% CI"] = [interval_text(lo, hi) for lo, hi in zip(mine.ci_low, mine.ci_high)]
     clips = view.table if language == ALL else view.table[view.table.language == language]
     board["prompts"] = [clips[clips.model == m].item_id.nunique() for m in models]
-    board["failed clips"] = [int((clips[clips.model == m].clip_status != "ok").sum()) for m in models]
+    board["failed clips"] = [int((clips[clips.model == m].clip_status != Status.OK).sum()) for m in models]
     board["notes"] = ["; ".join(distinct_notes(rows[rows.model == m])) if not rows.empty else "" for m in models]
     return board
 
@@ -199,20 +191,21 @@ def metric_values(clips: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 
 def absent_paper_columns(view: RunView) -> list[str]:
-    return [label for label, names in PAPER_COLUMNS if not set(names) & set(view.metrics)]
+    return [label for label, members in paper_groups(view.metrics) if not members]
 
 
 def by_language(view: RunView, metric: str) -> pd.DataFrame:
     """model × language rows of one metric (without the `all` row), ready for a chart."""
     rows = view.summary[(view.summary.metric == metric) & (view.summary.language != ALL)]
-    return rows[["model", "language", "value", "ci_low", "ci_high", "n", "ok", "not_applicable", "failed", "notes"]]
+    columns = ["model", "language", "value", "ci_low", "ci_high", "n", "ok", "not_applicable", "failed"]
+    return rows[columns].assign(notes=["; ".join(notes) for notes in rows.notes])
 
 
 def speed(view: RunView) -> pd.DataFrame:
     """The paper's speed table: seconds per 5-second clip per stage (base / SR / decode / …) and total."""
     from mheval.metrics.speed import speed_table
 
-    if (view.table.get("clip_status", pd.Series(dtype=str)) == "ok").sum() == 0:
+    if (view.table.get("clip_status", pd.Series(dtype=str)) == Status.OK).sum() == 0:
         return pd.DataFrame()
     return speed_table(view.table)
 
@@ -223,10 +216,10 @@ def clip_metrics(row: pd.Series, metrics: list[str]) -> pd.DataFrame:
     """Every metric field of one clip as (metric, field, value) rows, with the status where there is no value."""
     records = []
     for metric in metrics:
-        status = row.get(f"{metric}.status", "missing")
-        if status != "ok":
-            detail = row.get(f"{metric}.detail")
-            records.append({"metric": metric, "field": "(status)", "value": f"{status}: {plain_detail(detail)}"})
+        status = row.get(f"{metric}.status", Status.MISSING)
+        if status != Status.OK:
+            records.append({"metric": metric, "field": "(status)",
+                            "value": f"{status}: {reason_text(row, metric)}".rstrip(": ")})
             continue
         for name in metric_class(metric).fields:
             value = row.get(f"{metric}.{name}")
@@ -236,25 +229,16 @@ def clip_metrics(row: pd.Series, metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["metric", "field", "value"])
 
 
-def plain_detail(detail: Any) -> str:
-    if not isinstance(detail, str):
-        return ""
-    try:
-        parsed = json.loads(detail)
-    except json.JSONDecodeError:
-        return detail
-    return parsed if isinstance(parsed, str) else ""
+def reason_text(row: pd.Series, metric: str) -> str:
+    """Why the metric has no value for this clip (not applicable, failed), as the metric said it."""
+    detail = row.get(f"{metric}.detail")
+    return detail.text if isinstance(detail, Reason) else ""
 
 
-def detail_of(row: pd.Series, metric: str) -> dict[str, Any]:
-    text = row.get(f"{metric}.detail")
-    if not isinstance(text, str):
-        return {}
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
+def detail_of(row: pd.Series, metric: str) -> Any:
+    """The typed detail of an ok score (the metric's `detail_class`), or None."""
+    detail = row.get(f"{metric}.detail")
+    return None if row.get(f"{metric}.status") != Status.OK or isinstance(detail, Reason) else detail
 
 
 @dataclass(frozen=True)
@@ -333,7 +317,7 @@ def compare_runs(base: RunView, new: RunView, tolerance: Tolerance) -> tuple[pd.
     rows, refused = [], {}
     for metric in [name for name in base.metrics if name in new.metrics]:
         try:
-            old_scores, new_scores = metric_scores(base.directory, metric), metric_scores(new.directory, metric)
+            old_scores, new_scores = metric_scores(base.results, metric), metric_scores(new.results, metric)
             check_comparable(old_scores, new_scores)
         except CannotCompare as err:
             refused[metric] = str(err)
@@ -347,6 +331,6 @@ def compare_runs(base: RunView, new: RunView, tolerance: Tolerance) -> tuple[pd.
                 "change": delta.value if delta else math.nan,
                 "ci_low": delta.low if delta else math.nan, "ci_high": delta.high if delta else math.nan,
                 "prompts": delta.n if delta else 0, "tolerance": row.threshold, "result": row.verdict,
-                "notes": new_scores.notes.get((row.model, row.language), ""),
+                "notes": "; ".join(new_scores.notes.get((row.model, row.language), ())),
             })
     return pd.DataFrame(rows), refused

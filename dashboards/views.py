@@ -14,7 +14,8 @@ from dashboards.data import RunView
 from mheval.compare import FAILED, IMPROVED, INSUFFICIENT, MIN_PROMPTS, PASS, REGRESSION, Tolerance
 from mheval.languages import LANGUAGES
 from mheval.metrics import NotApplicable, metric_class
-from mheval.results import ALL
+from mheval.results import ALL, model_label, run_stamp
+from mheval.status import Status
 
 CHARACTER_LANGUAGES_NOTE = (
     f"{', '.join(c for c, lang in LANGUAGES.items() if lang.character_level)} are scored by characters: "
@@ -25,11 +26,6 @@ CHARACTER_LANGUAGES_NOTE = (
 def load(directory: str, stamp: tuple) -> RunView:
     """`stamp` (modification times of the database files) makes a run that is still being written reload."""
     return data.load_run(directory)
-
-
-def run_stamp(directory: Path) -> tuple:
-    return tuple(path.stat().st_mtime_ns if path.exists() else 0
-                 for path in (directory / "run.sqlite", directory / "run.sqlite-wal"))
 
 
 def load_view(directory: Path) -> RunView:
@@ -169,9 +165,9 @@ def drilldown_page(view: RunView, runs: list[Path]) -> None:
         st.subheader("Waveform, mouth opening and speech level")
         for column, row in side_by_side(rows):
             path = view.clip_path(row)
-            if row["clip_status"] == "ok" and path is not None and path.exists():
+            if row["clip_status"] == Status.OK and path is not None and path.exists():
                 with column:
-                    sync_panel(path, row, view.manifest.get("metrics", {}).get("sync", {}).get("config"))
+                    sync_panel(path, row, view.results.metric_config("sync"))
 
 
 def side_by_side(rows: list[pd.Series]):
@@ -181,8 +177,8 @@ def side_by_side(rows: list[pd.Series]):
 
 
 def clip_panel(view: RunView, row: pd.Series) -> None:
-    st.subheader(row["model"])
-    if row["clip_status"] != "ok":
+    st.subheader(model_label(row["model"], view.notices))
+    if row["clip_status"] != Status.OK:
         st.error(f"no clip: {row['clip_error']}")
         return
     path = view.clip_path(row)
@@ -191,24 +187,23 @@ def clip_panel(view: RunView, row: pd.Series) -> None:
         return
     st.video(str(path))
     transcript_panel(row)
-    if row.get("sync.status") == "ok":
+    if row.get("sync.status") == Status.OK:
         st.markdown(f"**measured sync offset: {row['sync.offset_ms']:+.0f} ms** ({row['sync.offset_frames']:+.2f} "
                     f"frames; > 0: audio lags video) · confidence {row.get('sync.confidence', float('nan')):.2f}")
 
 
 def transcript_panel(row: pd.Series) -> None:
     detail = data.detail_of(row, "wer")
-    if "transcript" not in detail:
+    if detail is None:
         st.caption("no transcript (WER not scored for this clip)")
         return
-    unit = detail.get("unit", "word")
-    tokens = data.align(detail.get("reference_normalized", ""), detail.get("transcript_normalized", ""), unit)
+    unit = detail.unit
+    tokens = data.align(detail.reference_normalized, detail.transcript_normalized, unit)
     reference, transcript = diff_lines(tokens, unit)
-    asr = detail.get("asr", {})
     st.markdown(
         f"<div style='line-height:1.8'><b>reference</b> (normalised): {reference}<br>"
         f"<b>transcript</b> (normalised): {transcript}<br>"
-        f"<small>raw transcript: {html.escape(detail['transcript'])} · by {html.escape(str(asr.get('name')))} "
+        f"<small>raw transcript: {html.escape(detail.transcript)} · by {html.escape(str(detail.asr.name))} "
         f"({unit}s; <span style='{DIFF_STYLE['substitute']}'>substituted</span> "
         f"<span style='{DIFF_STYLE['delete']}'>deleted</span> "
         f"<span style='{DIFF_STYLE['insert']}'>inserted</span>)</small></div>", unsafe_allow_html=True)
@@ -233,13 +228,13 @@ def sync_panel(path: Path, row: pd.Series, config: dict | None) -> None:
     """Waveform, mouth and speech curves (with the run's sync settings `config`) and the lag correlations."""
     st.markdown(f"**{row['model']}**")
     status, offset_frames = row.get("sync.status"), row.get("sync.offset_frames")
-    if status != "ok":
-        st.caption(f"sync: {status} {data.plain_detail(row.get('sync.detail'))}")
+    if status != Status.OK:
+        st.caption(f"sync: {status} {data.reason_text(row, 'sync')}")
     stamp = path.stat().st_mtime_ns
     wave = _waveform(str(path), stamp)
     st.altair_chart(alt.Chart(wave).mark_area(opacity=0.7).encode(
         x=alt.X("seconds:Q"), y=alt.Y("peak:Q", title="waveform"), y2="trough:Q"), width="stretch", height=140)
-    curves = _sync_curves(str(path), stamp, row.get("sync.offset_ms") if status == "ok" else None, config)
+    curves = _sync_curves(str(path), stamp, row.get("sync.offset_ms") if status == Status.OK else None, config)
     if isinstance(curves, str):
         st.caption(f"mouth-opening curve not available: {curves}")
         return
@@ -248,7 +243,8 @@ def sync_panel(path: Path, row: pd.Series, config: dict | None) -> None:
         x="seconds:Q", y="level (scaled):Q", color=alt.Color("signal:N", legend=alt.Legend(orient="top", title=None)),
         strokeDash=alt.condition(alt.datum.signal == "speech − offset", alt.value([4, 3]), alt.value([1, 0])),
     ), width="stretch", height=220)
-    correlations = data.detail_of(row, "sync").get("correlations")
+    detail = data.detail_of(row, "sync")
+    correlations = detail.correlations if detail is not None else None
     if correlations:
         half = len(correlations) // 2
         frame = pd.DataFrame({"lag (frames)": range(-half, half + 1), "correlation": correlations})
@@ -328,6 +324,51 @@ def change_chart(rows: pd.DataFrame) -> alt.LayerChart:
     intervals = base.mark_rule().encode(x="ci_low:Q", x2="ci_high:Q")
     zero = alt.Chart(pd.DataFrame({"change": [0.0]})).mark_rule(strokeDash=[3, 3], color="black").encode(x="change:Q")
     return zero + intervals + points
+
+
+# -- verdicts --------------------------------------------------------------------------------------------------------
+
+@st.cache_data(show_spinner="computing paired verdicts…")
+def _verdicts(directory: str, stamp: tuple, fdr: bool):
+    from mheval.compare_command import human_win_rates
+    from mheval.verdicts import VerdictSettings, verdicts
+
+    view = load(directory, stamp)
+    table = verdicts(view.results, VerdictSettings(adjustment="fdr_bh" if fdr else "holm"))
+    table.human = human_win_rates(view.directory, table.pairs())
+    return table
+
+
+def verdicts_page(view: RunView, runs: list[Path]) -> None:
+    from mheval.verdicts import verdict_lines, verdict_table
+
+    if not header(view):
+        return
+    st.header("Is A better than B?")
+    if len(view.record.models) < 2 or not view.metrics:
+        st.info("Verdicts compare two or more models of one run; this run has "
+                f"{', '.join(view.record.models)} and {len(view.metrics)} scored metric(s).")
+        return
+    fdr = st.toggle("false discovery rate (Benjamini–Hochberg) instead of family-wise (Holm)", key="verdicts_fdr")
+    table = _verdicts(str(view.directory), run_stamp(view.directory), fdr)
+    pairs = table.pairs()
+    pair = st.selectbox("pair", pairs, format_func=lambda p: f"A = {p[0]}  vs  B = {p[1]}", key="verdicts_pair")
+    lines = {tuple(line.split(": ", 1)[0].split(" vs ")): line for line in verdict_lines(table)}
+    st.markdown(f"**{lines.get(pair, '')}**")
+    only_decided = st.toggle("only the rows where one is better, and the `all` rows", value=False,
+                             key="verdicts_decided")
+    rows = verdict_table(table, pair)
+    if only_decided:
+        rows = rows[rows.verdict.isin(["a better", "b better"]) | (rows.language == ALL)]
+    st.dataframe(rows.drop(columns=["A", "B"]), hide_index=True, width="stretch")
+    st.caption(table.statement() + ". Δ is A − B in the metric's unit (sync: the distance of the offset to 0); "
+               "“no difference” gives the prompts a paired test would need to detect the observed Δ with 80% power.")
+    human = table.human
+    if not human.empty:
+        mine = human[(human.model_a == pair[0]) & (human.model_b == pair[1])]
+        if not mine.empty:
+            st.subheader("Human review of the same pair")
+            st.dataframe(mine, hide_index=True, width="stretch")
 
 
 # -- speed -----------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mheval.compare_command import add_compare_parser
 from mheval.dashboard_command import add_dashboard_parser
 from mheval.executors import add_executor_arguments, executor_settings
 from mheval.gate import add_baseline_parser, add_gate_parser
@@ -59,7 +60,8 @@ def _split_models(values: list[str]) -> list[str]:
 
 
 def add_run_parser(sub) -> None:
-    from mheval.runner import DEFAULT_MAX_CLIP_SECONDS
+    from mheval.progress import DEFAULT_INTERVAL
+    from mheval.runner import DEFAULT_MAX_CLIP_SECONDS, DEFAULT_SEED
 
     parser = sub.add_parser(
         "run", help="generate and score a suite with one or more models",
@@ -79,12 +81,12 @@ def add_run_parser(sub) -> None:
                         help="metric option, e.g. wer.beam_size=1, wer.device=cuda, wer.engine=openai-whisper")
     parser.add_argument("--limit", type=int, default=None, help="at most N items per language")
     parser.add_argument("--languages", default=None, help="comma-separated language codes (zh,yue,en,ja,ko,de,fr)")
-    parser.add_argument("--seed", type=int, default=42, help="generation seed (default 42)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="generation seed (default %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/<suite>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--progress-interval", type=float, default=DEFAULT_INTERVAL, metavar="SECONDS",
                         help="when stderr is not a terminal (CI logs), one progress line per bar at most this often "
-                             "(default 10)")
+                             "(default %(default)g)")
     add_executor_arguments(parser)
     parser.add_argument("--max-clip-seconds", type=float, default=DEFAULT_MAX_CLIP_SECONDS,
                         help="refuse (record as failed) any clip that plays longer than this many seconds "
@@ -146,8 +148,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _report_outcome(outcome) -> int:
     from rich.markup import escape
 
-    from mheval.report import make_console, print_report
-    from mheval.results import clip_table, export, summary
+    from mheval.report import make_console, print_results
+    from mheval.results import RunResults
 
     console = make_console()
     for label, coverage in outcome.coverage.items():
@@ -157,23 +159,14 @@ def _report_outcome(outcome) -> int:
         if coverage.extra:
             console.print(f"[yellow]{label}: {len(coverage.extra)} file(s) match no item: "
                           f"{', '.join(coverage.extra[:10])}{' …' if len(coverage.extra) > 10 else ''}[/yellow]")
-    metrics = [m for m in outcome.metrics if m.name not in outcome.unavailable]
-    table = clip_table(outcome.store, outcome.record)
-    summary_table = summary(table, [m.name for m in outcome.metrics])
-    notices = {label: adapter.notice for label, adapter in outcome.models.items()}
-    console.print(outcome.record.describe(), highlight=False)
-    print_report(summary_table, notices, outcome.unavailable, clips=table, console=console)
-    errors = outcome.store.errors(outcome.run_id)
-    for row in errors.itertuples():
+    results = RunResults.from_store(outcome.store, outcome.record)
+    print_results(results, console=console)
+    for row in results.errors.itertuples():
         console.print(f"[red]failed[/red] {escape(f'{row.model} / {row.item_id} ({row.stage}): {row.message.splitlines()[0]}')}")
-    exports = export(outcome.store, table, summary_table, {"run": outcome.record.as_dict(),
-                                                           "unavailable": outcome.unavailable,
-                                                           "manifest": outcome.record.manifest})
+    exports = results.export()
     console.print(f"run directory: {outcome.store.directory}  (exports: {exports})  "
                   f"generated {outcome.generated}, scored {outcome.scored} new")
-    failed = (table.clip_status != "ok").any() or any(
-        (table.get(f"{m.name}.status") == "failed").any() for m in metrics)
-    return EXIT_PARTIAL if failed else EXIT_OK
+    return EXIT_PARTIAL if results.any_failed else EXIT_OK
 
 
 def add_report_parser(sub) -> None:
@@ -187,23 +180,10 @@ def add_report_parser(sub) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mheval.report import make_console, print_report
-    from mheval.results import clip_table, summary
-    from mheval.store import RunStore
+    from mheval.report import make_console, print_results
+    from mheval.results import RunResults
 
-    store = RunStore.open_existing(args.run_dir)
-    record = store.latest_run()
-    if record is None:
-        raise ValueError(f"{args.run_dir}: no run recorded yet; make one with `mheval run --out {args.run_dir}`")
-    table = clip_table(store, record)
-    manifest = record.manifest
-    notices = {label: spec.get("notice") for label, spec in manifest.get("models", {}).items()}
-    unavailable = {name: m["unavailable"] for name, m in manifest.get("metrics", {}).items() if m.get("unavailable")}
-    scored = [key.name for key in record.metric_keys]
-    console = make_console(args.wide)
-    console.print(record.describe(), highlight=False)
-    print_report(summary(table, scored + sorted(set(unavailable) - set(scored))), notices, unavailable, clips=table,
-                 console=console, wide=args.wide)
+    print_results(RunResults.load(args.run_dir), console=make_console(args.wide), wide=args.wide)
     return EXIT_OK
 
 
@@ -232,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mheval", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (add_run_parser, add_generate_parser, add_report_parser, add_suites_parser, add_validate_parser,
-                add_gate_parser, add_baseline_parser, add_dashboard_parser, add_review_parser, add_listing_parsers):
+    for add in (add_run_parser, add_generate_parser, add_report_parser, add_compare_parser, add_suites_parser,
+                add_validate_parser, add_gate_parser, add_baseline_parser, add_dashboard_parser, add_review_parser, add_listing_parsers):
         add(sub)
     return parser
 

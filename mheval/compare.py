@@ -22,21 +22,16 @@ from typing import Any
 
 import pandas as pd
 
+from mheval.asr.identity import ASRIdentity, dict_changes
 from mheval.files import write_json_atomic
 from mheval.metrics import metric_class
 from mheval.registry import config_hash
-from mheval.results import MetricKey, clip_table, summary
+from mheval.results import RunResults
 from mheval.stats import DEFAULT_RESAMPLES, MIN_PROMPTS, Estimate, bootstrap, paired_bootstrap
-from mheval.store import RunStore
+from mheval.status import Status
+from mheval.store import MetricKey
 
 BASELINE_FORMAT = "mheval-baseline/1"
-
-# Keys of the ASR identity (mheval.asr.ASR.identity). Those naming the weights mean another ASR model; the ones
-# listed as minor (where the code ran, library versions, machine-specific paths) only warn; any other key that
-# changes (decoding settings, dtype, keys added later) means other transcripts, so the gate refuses.
-ASR_WEIGHT_KEYS = ("name", "sha256", "converter_version")
-ASR_DECODING_KEY = "decoding"
-ASR_MINOR_KEYS = ("path", "device", "torch", "openai_whisper", "faster_whisper", "ctranslate2")
 
 # Verdicts of a model × language row. Only pass, regression and improved are comparisons that decide; failed (a
 # baseline prompt has no usable score in the run) fails too; the others say why a row was not compared.
@@ -92,7 +87,7 @@ class MetricScores:
     source: dict[str, Any] = field(default_factory=dict)   # run directory, suite sha256, seed, git, dates
     unusable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNUSABLE_COLUMNS))  # clips without
     #                                                        a usable score: failed clip, metric failed or n/a, stale
-    notes: dict[tuple[str, str], str] = field(default_factory=dict)  # (model, language) → the run summary's notes
+    notes: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # (model, language) → run notes
 
     @property
     def lower_is_better(self) -> bool:
@@ -101,33 +96,32 @@ class MetricScores:
 
 # -- reading a run ---------------------------------------------------------------------------------------------------
 
-def metric_scores(run_dir: Path | str, metric: str = "wer") -> MetricScores:
-    """The scores of `metric` of the latest invocation in a run directory: its suite, seed, models and clips."""
-    store = RunStore.open_existing(run_dir)
-    try:
-        record = store.latest_run()
-        if record is None:
-            raise CannotCompare(f"{run_dir}: no run recorded in this directory")
-        key = next((k for k in record.metric_keys if k.name == metric), None)
-        if key is None:
-            raise CannotCompare(f"{run_dir}: its latest invocation ({record.describe()}) has no {metric} scores")
-        table = clip_table(store, record, [key])
-    finally:
-        store.close()
-    manifest = record.manifest
-    usable = table[(table.clip_status == "ok") & (table[f"{metric}.status"] == "ok")]
+def metric_scores(run: RunResults | Path | str, metric: str = "wer") -> MetricScores:
+    """The scores of `metric` of a run's latest invocation (a `RunResults`, or its directory): suite, seed, models,
+    clips."""
+    if not isinstance(run, RunResults):
+        try:
+            run = RunResults.load(run, metrics=[metric])
+        except ValueError as err:
+            raise CannotCompare(str(err)) from None
+    key = next((k for k in run.metric_keys if k.name == metric), None)
+    if key is None:
+        raise CannotCompare(f"{run.directory}: its latest invocation ({run.describe()}) has no {metric} scores")
+    table, usable, manifest, record = run.clips, run.usable(metric), run.manifest, run.run
+    summary = run.summary
     return MetricScores(
         metric=metric,
         suite=record.suite,
         prompts=prompt_values(usable, metric),
-        scorer=_scorer(key, usable, manifest),
-        source={"run": str(run_dir), "run_id": record.run_id, "suite_sha256": record.suite_hash,
+        scorer=_scorer(key, run),
+        source={"run": str(run.directory), "run_id": record.run_id, "suite_sha256": record.suite_hash,
                 "seed": record.seed, "git": manifest.get("git"), "run_created": manifest.get("created"),
                 "description": record.describe()},
         unusable=pd.DataFrame([(row["model"], row["language"], row["item_id"], row["item_hash"],
                                 _unusable_reason(row, metric)) for row in table.drop(usable.index).to_dict("records")],
                               columns=UNUSABLE_COLUMNS),
-        notes={(row.model, row.language): row.notes for row in summary(table, [metric]).itertuples() if row.notes},
+        notes={(row.model, row.language): row.notes for row in summary[summary.metric == metric].itertuples()
+               if row.notes},
     )
 
 
@@ -152,25 +146,28 @@ def prompt_values(clips: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def _unusable_reason(row: dict, metric: str) -> str:
-    if row["clip_status"] != "ok":
+    if row["clip_status"] != Status.OK:
         return f"clip {row['clip_status']} ({str(row['clip_error']).splitlines()[0]})"
     return f"{metric} {row[f'{metric}.status']}"
 
 
-def _scorer(key: MetricKey, clips: pd.DataFrame, manifest: dict) -> dict[str, Any]:
+def _scorer(key: MetricKey, run: RunResults) -> dict[str, Any]:
     """What produced the numbers: metric version and config, and the normaliser and ASR recorded with each score."""
     scorer: dict[str, Any] = {"metric_version": key.version, "config_hash": key.config_hash}
-    config = manifest.get("metrics", {}).get(key.name, {}).get("config")
+    config = run.metric_config(key.name)
     if config is not None and config_hash(config) == key.config_hash:
         scorer["config"] = config
-    details = [json.loads(text) for text in clips.get(f"{key.name}.detail", []) if isinstance(text, str)]
-    for name in ("normalizer", "asr"):
-        distinct = {json.dumps(d[name], sort_keys=True) for d in details if isinstance(d, dict) and name in d}
+    details = list(run.usable(key.name).get(f"{key.name}.detail", []))
+    normalizers = {detail.normalizer for detail in details if getattr(detail, "normalizer", None) is not None}
+    identities = run.asr_identities(key.name)
+    for name, distinct in (("normalizer", normalizers), ("asr", identities)):
         if len(distinct) > 1:
             raise CannotCompare(f"the run's {key.name} scores were made with {len(distinct)} different {name} "
                                 "settings; re-score the run with one")
-        if distinct:
-            scorer[name] = json.loads(distinct.pop())
+    if normalizers:
+        scorer["normalizer"] = normalizers.pop()
+    if identities:
+        scorer["asr"] = identities[0].as_dict()
     return scorer
 
 
@@ -250,38 +247,20 @@ def check_comparable(baseline: MetricScores, run: MetricScores) -> list[str]:
     old, new = baseline.scorer, run.scorer
     if old.get("normalizer") != new.get("normalizer"):
         changes.append(f"the text normaliser changed: baseline {old.get('normalizer')}, run {new.get('normalizer')}")
-    old_asr, new_asr = old.get("asr") or {}, new.get("asr") or {}
-    differing = {key for key in set(old_asr) | set(new_asr) if old_asr.get(key) != new_asr.get(key)}
-    if differing & set(ASR_WEIGHT_KEYS):
-        changes.append(f"the ASR model changed: baseline {_asr_name(old_asr)}, run {_asr_name(new_asr)}")
-    elif ASR_DECODING_KEY in differing:
-        changes.append("the ASR decoding settings changed: "
-                       + _dict_changes(old_asr.get(ASR_DECODING_KEY) or {}, new_asr.get(ASR_DECODING_KEY) or {}))
-    elif differing - set(ASR_MINOR_KEYS):
-        keys = differing - set(ASR_MINOR_KEYS)
-        changes.append("the ASR settings changed: " + _dict_changes({key: old_asr.get(key) for key in keys},
-                                                                    {key: new_asr.get(key) for key in keys}))
+    old_asr, new_asr = ASRIdentity.from_dict(old.get("asr")), ASRIdentity.from_dict(new.get("asr"))
+    asr_change = old_asr.incomparable_change(new_asr)
+    if asr_change:
+        changes.append(asr_change)
     if not changes and old.get("metric_version") != new.get("metric_version"):
         changes.append(f"the {run.metric} metric version changed: baseline {old.get('metric_version')}, "
                        f"run {new.get('metric_version')}")
     if not changes and old.get("config_hash") != new.get("config_hash"):
         changes.append(f"the {run.metric} configuration changed: "
-                       + _dict_changes(old.get("config") or {}, new.get("config") or {}))
+                       + dict_changes(old.get("config") or {}, new.get("config") or {}))
     if changes:
         raise CannotCompare("; ".join(changes) + ". These numbers are not comparable: score the run the same way "
                             "as the baseline, or write a new baseline with `mheval baseline write`.")
-    return [f"ASR {key} differs: baseline {old_asr.get(key)}, run {new_asr.get(key)}" for key in sorted(differing)]
-
-
-def _asr_name(identity: dict) -> str:
-    if not identity:
-        return "(not recorded)"
-    return f"{identity.get('name')} (weights sha256 {str(identity.get('sha256') or '?')[:12]}…)"
-
-
-def _dict_changes(old: dict, new: dict) -> str:
-    keys = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
-    return ", ".join(f"{key}: {old.get(key)!r} → {new.get(key)!r}" for key in keys) or "(details not recorded)"
+    return old_asr.minor_differences(new_asr)
 
 
 @dataclass(frozen=True)

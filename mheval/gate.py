@@ -39,7 +39,7 @@ class GateOutcome:
     warnings: list[str] = field(default_factory=list)
     refusal: str | None = None
     source: str | None = None         # which clips were gated: the run's latest invocation (run id, suite hash, seed)
-    notes: dict[tuple[str, str], str] = field(default_factory=dict)  # (model, language) → notes, e.g. yue→zh ASR
+    notes: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # (model, language) → notes
     min_prompts: int = MIN_PROMPTS
 
     @property
@@ -126,7 +126,7 @@ def table_rows(outcome: GateOutcome) -> list[list[str]]:
     """Cells shared by the terminal and Markdown tables."""
     return [[row.model, row.language, str(row.delta.n if row.delta else "–"), _number(row.baseline),
              _number(row.current), _delta_text(row), _number(row.threshold), row.verdict,
-             outcome.notes.get((row.model, row.language), "")] for row in outcome.rows]
+             "; ".join(outcome.notes.get((row.model, row.language), ()))] for row in outcome.rows]
 
 
 def footnote(outcome: GateOutcome) -> str:
@@ -249,7 +249,7 @@ def add_gate_parser(sub) -> None:
     parser.add_argument("--metric", default="wer", help="metric to gate on (default wer)")
     parser.add_argument("--tolerance", type=_tolerance_argument, default=Tolerance(),
                         help=f"abs=X,rel=Y: a regression counts beyond max(X, Y × baseline) (default {Tolerance()})")
-    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default %(default)s)")
     parser.add_argument("--min-prompts", type=int, default=MIN_PROMPTS,
                         help=f"rows with fewer shared prompts are reported as insufficient, not decided "
                              f"(default {MIN_PROMPTS})")

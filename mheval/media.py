@@ -28,7 +28,11 @@ ASR_SAMPLE_RATE = 16_000
 
 
 class NotApplicable(Exception):
-    """The clip has nothing a measurement can use: here a missing stream; in the metrics no face, no speech…"""
+    """The clip has nothing a measurement can use: here a missing stream; in the metrics no face, no speech…
+
+    A subclass sets `code` when readers count its kind (e.g. judge parse failures); it is stored with the reason."""
+
+    code: str | None = None
 
 
 @dataclass(frozen=True)

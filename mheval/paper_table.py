@@ -10,11 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from mheval.metrics import metric_class
+from mheval.metrics.videoscore2 import PARSE_FAILURE_CODE
 from mheval.results import estimate, model_label
+from mheval.status import Status
 
 JUDGE = "videoscore2"
 PAPER_COLUMNS = (("visual_quality", "VQ ↑"), ("text_alignment", "TA ↑"), ("physical_consistency", "PC ↑"))
-PARSE_FAILURE = "judge output parse failure"
 ONE_FRAME_MS = 40.0
 
 
@@ -29,7 +30,7 @@ def _interval(result, scale: float = 1.0, digits: int = 2) -> str:
 
 def _present(clips: pd.DataFrame, metric: str) -> bool:
     column = f"{metric}.status"
-    return column in clips and clips[column].isin(["ok", "not_applicable"]).any()
+    return column in clips and clips[column].isin([Status.OK, Status.NOT_APPLICABLE]).any()
 
 
 def paper_table(clips: pd.DataFrame, notices: dict[str, str | None] | None = None) -> Table | None:
@@ -47,18 +48,19 @@ def paper_table(clips: pd.DataFrame, notices: dict[str, str | None] | None = Non
         table.add_column("WER % ↓ (corpus)", justify="right")
     table.add_column("judged", justify="right")
     table.add_column("judge parse failures", justify="right")
-    for model, group in clips[clips.clip_status == "ok"].groupby("model", sort=True):
+    for model, group in clips[clips.clip_status == Status.OK].groupby("model", sort=True):
         cells = [_interval(estimate(group, judge, field)) for field, _ in PAPER_COLUMNS]
         if has_wer:
             cells.append(_interval(estimate(group, metric_class("wer")), scale=100.0, digits=1))
         status = group[f"{JUDGE}.status"]
-        details = group.get(f"{JUDGE}.detail", pd.Series(index=group.index, dtype=object)).astype(str)
-        failures = int(((status == "not_applicable") & details.str.contains(PARSE_FAILURE)).sum())
-        table.add_row(model_label(model, notices), *cells, f"{int((status == 'ok').sum())}/{len(group)}", str(failures))
+        failures = sum(getattr(reason, "code", None) == PARSE_FAILURE_CODE
+                       for reason in group[f"{JUDGE}.detail"][status == Status.NOT_APPLICABLE])
+        table.add_row(model_label(model, notices), *cells, f"{int((status == Status.OK).sum())}/{len(group)}",
+                      str(failures))
     return table
 
 
-def sync_offsets_table(clips: pd.DataFrame) -> Table | None:
+def sync_offsets_table(clips: pd.DataFrame, notices: dict[str, str | None] | None = None) -> Table | None:
     """Per model: SyncNet's offset beside the weight-free sync offset (ms, audio lags > 0), and how often they agree."""
     if clips.empty or not (_present(clips, "sync") and _present(clips, "syncnet")):
         return None
@@ -66,7 +68,7 @@ def sync_offsets_table(clips: pd.DataFrame) -> Table | None:
     for column in ("model", "sync offset", "syncnet offset", "agree", "LSE-C ↑", "LSE-D ↓"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for model, group in clips.groupby("model", sort=True):
-        both = group[(group.get("sync.status") == "ok") & (group.get("syncnet.status") == "ok")]
+        both = group[(group.get("sync.status") == Status.OK) & (group.get("syncnet.status") == Status.OK)]
         sync = pd.to_numeric(both["sync.offset_ms"], errors="coerce")
         syncnet = pd.to_numeric(both["syncnet.offset_ms"], errors="coerce")
         agree = f"{int(((sync - syncnet).abs() <= ONE_FRAME_MS).sum())}/{len(both)}" if len(both) else "–"
@@ -74,7 +76,7 @@ def sync_offsets_table(clips: pd.DataFrame) -> Table | None:
         medians = [pd.to_numeric(values, errors="coerce").median() for values in
                    (sync, syncnet, scored.get("syncnet.lse_c", pd.Series(dtype=float)),
                     scored.get("syncnet.lse_d", pd.Series(dtype=float)))]
-        table.add_row(model, *(f"{m:.0f}" if not pd.isna(m) else "–" for m in medians[:2]), agree,
+        table.add_row(model_label(model, notices or {}), *(f"{m:.0f}" if not pd.isna(m) else "–" for m in medians[:2]), agree,
                       *(f"{m:.2f}" if not pd.isna(m) else "–" for m in medians[2:]))
     return table
 
@@ -83,6 +85,6 @@ def print_paper_tables(clips: pd.DataFrame | None, notices: dict[str, str | None
     """Print the paper's table and the sync-offset comparison when the run has the metrics they need."""
     if clips is None:
         return
-    for table in (paper_table(clips, notices), sync_offsets_table(clips)):
+    for table in (paper_table(clips, notices), sync_offsets_table(clips, notices)):
         if table is not None:
             console.print(table)

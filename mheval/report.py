@@ -25,11 +25,9 @@ from mheval.languages import LANGUAGES
 from mheval.metrics import metric_class
 from mheval.metrics.speed import speed_table
 from mheval.paper_table import print_paper_tables
-from mheval.results import ALL, model_label
+from mheval.results import ALL, RunResults, model_label
+from mheval.verdicts import Verdicts, verdict_lines, verdicts
 
-PERCENT_METRICS = {"wer"}
-WEIGHTED_METRICS = {"wer"}  # summarised corpus-level; the per-utterance mean is shown beside it
-LANGUAGE_METRIC = "wer"  # the metric shown per language in the compact report
 COMPACT_WIDTH = 100  # the compact report fits this many columns; a pipe or file gets exactly this width
 WIDE_WIDTH = 200
 SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -54,8 +52,9 @@ def _cell(row, per_clip: bool = False) -> str:
         row.value, row.ci_low, row.ci_high)
     if math.isnan(value):
         return "–"
-    scale = 100.0 if row.metric in PERCENT_METRICS else 1.0
-    digits = 1 if row.metric in PERCENT_METRICS else _digits(value)
+    percent = metric_class(row.metric).percent
+    scale = 100.0 if percent else 1.0
+    digits = 1 if percent else _digits(value)
     text = f"{value * scale:.{digits}f}"
     if not math.isnan(low):
         text += f"\n[{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
@@ -70,7 +69,7 @@ def compact_value(row) -> str:
         return "n/a"
     if math.isnan(row.value):
         return "–"
-    scale = 100.0 if row.metric in PERCENT_METRICS else 1.0
+    scale = 100.0 if metric_class(row.metric).percent else 1.0
     value = row.value * scale
     magnitude = abs(value)
     digits = 0 if magnitude == 0 or magnitude >= 10 else 2 if magnitude < 1 else 1
@@ -81,11 +80,8 @@ def compact_value(row) -> str:
 
 
 def row_notes(row) -> list[str]:
-    """The flags of a summary row's `notes` (a "; "-separated string; absent or empty: none)."""
-    notes = getattr(row, "notes", None)
-    if not isinstance(notes, str):
-        return []
-    return [note.strip() for note in notes.split(";") if note.strip()]
+    """The flags of a summary row (none for a missing row)."""
+    return list(getattr(row, "notes", None) or ())
 
 
 class Footnotes:
@@ -121,15 +117,24 @@ def compact_table() -> Table:
     return Table(box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
 
 
+def language_metrics(summary: pd.DataFrame) -> list[str]:
+    """The metrics of a summary that get their own models × languages table (`Metric.language_table`)."""
+    return [name for name in dict.fromkeys(summary.metric) if metric_class(name).language_table]
+
+
 def language_table(summary: pd.DataFrame, notices: dict[str, str | None], footnotes: Footnotes,
-                   metric: str = LANGUAGE_METRIC) -> tuple[str, Table] | None:
-    """Models × languages for one metric (WER/CER), compact cells with note markers; with its title."""
+                   metric: str) -> tuple[str, Table] | None:
+    """Models × languages for one metric, compact cells with note markers; with its title."""
     rows = summary[summary.metric == metric]
     if rows.empty:
         return None
-    character = [code for code, lang in LANGUAGES.items() if lang.character_level and code in set(rows.language)]
-    unit = f"WER % (CER for {' '.join(character)})" if character else "WER %"
-    title = f"{unit} ↓ by language: corpus value ± half its 95% interval over prompts"
+    cls = metric_class(metric)
+    unit = f"{metric.upper()} {cls.unit}".rstrip()
+    if cls.name == "wer":
+        character = [code for code, lang in LANGUAGES.items() if lang.character_level and code in set(rows.language)]
+        unit += f" (CER for {' '.join(character)})" if character else ""
+    how = "corpus value" if cls.weight_field else "value"
+    title = f"{unit} {cls.direction()} by language: {how} ± half its 95% interval over prompts"
     table = compact_table()
     table.add_column("model", overflow="fold")
     languages = _languages(rows)
@@ -144,7 +149,7 @@ def language_table(summary: pd.DataFrame, notices: dict[str, str | None], footno
 
 
 def headline_table(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
-                   footnotes: Footnotes, exclude: tuple[str, ...] = (LANGUAGE_METRIC,)) -> tuple[Table | None, str]:
+                   footnotes: Footnotes, exclude: tuple[str, ...] = ()) -> tuple[Table | None, str]:
     """Each other available metric's headline over all languages, one line per model; and a legend line naming
     the field each column shows."""
     everything = summary[summary.language == ALL]
@@ -169,10 +174,10 @@ def headline_table(summary: pd.DataFrame, notices: dict[str, str | None], unavai
     return table, ("columns: " + ", ".join(legend)) if legend else ""
 
 
-def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
-                  primary: str = "wer") -> Table:
+def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str]) -> Table:
     """The wide table: one row per model and language, one column per metric, both interval bounds."""
-    metrics = sorted(set(summary.metric), key=lambda name: (name in unavailable, name != primary, name))
+    metrics = sorted(set(summary.metric), key=lambda name: (name in unavailable,
+                                                             not metric_class(name).language_table, name))
     table = Table(title="results by model and language — value [95% CI over prompts]", show_lines=False)
     table.add_column("model", style="bold", overflow="fold")
     table.add_column("lang")
@@ -181,7 +186,7 @@ def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavail
     for name in metrics:
         columns.append((name, False))
         table.add_column(_header(summary, name), justify="right", overflow="fold")
-        if name in WEIGHTED_METRICS and name not in unavailable:
+        if metric_class(name).weight_field and name not in unavailable:
             columns.append((name, True))
             table.add_column(f"{name} % ↓\nutterance mean", justify="right", overflow="fold")
     table.add_column("notes", overflow="fold")
@@ -208,10 +213,10 @@ def results_table(summary: pd.DataFrame, notices: dict[str, str | None], unavail
 
 def _header(summary: pd.DataFrame, metric: str) -> str:
     first = summary[summary.metric == metric].iloc[0]
-    arrow = metric_class(metric).direction()
-    unit = " %" if metric in PERCENT_METRICS else ""
-    field = "corpus" if metric in WEIGHTED_METRICS else first.field
-    return f"{metric}{unit} {arrow}\n{field}" if field != metric else f"{metric}{unit} {arrow}"
+    cls = metric_class(metric)
+    unit = f" {cls.unit}" if cls.unit else ""
+    field = "corpus" if cls.weight_field else first.field
+    return f"{metric}{unit} {cls.direction()}\n{field}" if field != metric else f"{metric}{unit} {cls.direction()}"
 
 
 def speed_view(speed: pd.DataFrame) -> Table:
@@ -231,14 +236,13 @@ def make_console(wide: bool = False) -> Console:
 
 
 def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavailable: dict[str, str],
-                 clips: pd.DataFrame | None = None, primary: str = "wer", console: Console | None = None,
-                 wide: bool = False) -> None:
+                 clips: pd.DataFrame | None = None, console: Console | None = None, wide: bool = False) -> None:
     console = console or make_console(wide)
     if summary.empty:
         console.print("[yellow]no results to report[/yellow]")
         return
     if wide:
-        console.print(results_table(summary, notices, unavailable, primary))
+        console.print(results_table(summary, notices, unavailable))
         speed = speed_table(clips) if clips is not None and not clips.empty else pd.DataFrame()
         if not speed.empty:
             console.print(speed_view(speed))
@@ -247,12 +251,14 @@ def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavaila
             console.print(f"{name}: unavailable: {reason}", style="yellow", highlight=False, markup=False)
         return
     footnotes = Footnotes()
-    by_language = language_table(summary, notices, footnotes, primary)
-    if by_language is not None:
-        title, table = by_language
-        console.print(title, style="bold", highlight=False)
-        console.print(table)
-    others, legend = headline_table(summary, notices, unavailable, footnotes, exclude=(primary,))
+    per_language = language_metrics(summary)
+    for metric in per_language:
+        by_language = language_table(summary, notices, footnotes, metric)
+        if by_language is not None:
+            title, table = by_language
+            console.print(title, style="bold", highlight=False)
+            console.print(table)
+    others, legend = headline_table(summary, notices, unavailable, footnotes, exclude=tuple(per_language))
     if others is not None:
         console.print("other metrics over all languages: value ± half its 95% interval", style="bold",
                       highlight=False)
@@ -263,4 +269,23 @@ def print_report(summary: pd.DataFrame, notices: dict[str, str | None], unavaila
     for name, reason in unavailable.items():
         console.print(f"{name}: unavailable: {reason}", style="yellow", highlight=False, markup=False)
     for line in footnotes.lines():
+        console.print(line, highlight=False, markup=False)
+
+
+def print_results(results: RunResults, console: Console | None = None, wide: bool = False) -> None:
+    """The report of a run: which invocation the numbers come from, `print_report`, then the verdict block."""
+    console = console or make_console(wide)
+    console.print(results.describe(), highlight=False)
+    print_report(results.summary, results.notices, results.unavailable, clips=results.clips, console=console,
+                 wide=wide)
+    if len(results.models) >= 2 and results.metrics:
+        print_verdict_block(verdicts(results), console)
+
+
+def print_verdict_block(table: Verdicts, console: Console) -> None:
+    """Per model pair, the metrics and languages where one is better after the family adjustment (`mheval compare
+    RUN_DIR` has every row)."""
+    console.print(f"verdicts — {table.statement()}; every row: mheval compare", style="bold", highlight=False,
+                  markup=False)
+    for line in verdict_lines(table):
         console.print(line, highlight=False, markup=False)

@@ -28,6 +28,7 @@ from mheval.media import ClipMedia, MediaError, probe
 from mheval.files import sha256_file
 from mheval.metrics import ClipContext, Metric, NotApplicable, create_metric, metric_names
 from mheval.progress import DEFAULT_INTERVAL, progress_bar
+from mheval.status import Status
 from mheval.store import ClipRecord, MetricKey, RunRecord, RunStore
 from mheval.suites import Suite, SuiteItem, load_suite
 
@@ -37,11 +38,12 @@ DEFAULT_MAX_CLIP_SECONDS = 300.0
 
 @dataclass
 class RunRequest:
-    suite: str
+    suite: str | Suite                     # a name in prompts/, a .toml path, or a Suite already loaded
     models: list[str]
     out: Path | None = None
     limit: int | None = None               # at most this many items per language
     languages: list[str] | None = None
+    item_ids: list[str] | None = None      # only these items of the suite
     seed: int = DEFAULT_SEED
     metrics: list[str] | None = None       # None: every registered metric
     model_options: dict[str, dict[str, str]] = field(default_factory=dict)   # label -> options
@@ -51,6 +53,7 @@ class RunRequest:
     progress_interval: float = DEFAULT_INTERVAL  # seconds between progress lines when stderr is not a terminal
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     max_clip_seconds: float = DEFAULT_MAX_CLIP_SECONDS   # a longer clip is refused (recorded as failed)
+    metric_cache: dict | None = None       # metric instances kept across runs of one process (models stay loaded)
 
 
 @dataclass
@@ -69,14 +72,18 @@ class RunOutcome:
     failures: int = 0
 
 
-def default_out_dir(suite: str) -> Path:
-    return Path("runs") / Path(suite).stem
+def default_out_dir(suite: str | Suite) -> Path:
+    return Path("runs") / (suite.name if isinstance(suite, Suite) else Path(suite).stem)
 
 
-def select_items(suite: Suite, limit: int | None, languages: list[str] | None) -> list[SuiteItem]:
+def select_items(suite: Suite, limit: int | None, languages: list[str] | None,
+                 item_ids: list[str] | None = None) -> list[SuiteItem]:
+    unknown = sorted(set(item_ids or ()) - {item.id for item in suite.items})
+    if unknown:
+        raise ValueError(f"suite {suite.name!r} has no item {', '.join(unknown)}")
     chosen, per_language = [], {}
     for item in suite.items:
-        if languages and item.language not in languages:
+        if languages and item.language not in languages or item_ids is not None and item.id not in item_ids:
             continue
         if limit is not None and per_language.get(item.language, 0) >= limit:
             continue
@@ -96,12 +103,23 @@ def build_adapters(models: list[str], options: dict[str, dict[str, str]]) -> dic
     return {spec.label: create_adapter(spec, options.get(spec.label)) for spec in specs}
 
 
-def build_metrics(names: list[str] | None, options: dict[str, dict[str, str]]) -> list[Metric]:
+def build_metrics(names: list[str] | None, options: dict[str, dict[str, str]],
+                  cache: dict | None = None) -> list[Metric]:
+    """The metrics `names` (default: all) with their options; from `cache` (filled here) when an instance with the
+    same options was built before in this process, so its models stay loaded."""
     names = names or metric_names()
     unknown = set(options) - set(names)
     if unknown:
         raise ValueError(f"--metric-option for metric(s) not in this run: {', '.join(sorted(unknown))}")
-    return [create_metric(name, **options.get(name, {})) for name in names]
+    if cache is None:
+        return [create_metric(name, **options.get(name, {})) for name in names]
+    metrics = []
+    for name in names:
+        key = (name, tuple(sorted((k, str(v)) for k, v in options.get(name, {}).items())))
+        if key not in cache:
+            cache[key] = create_metric(name, **options.get(name, {}))
+        metrics.append(cache[key])
+    return metrics
 
 
 def generation_key(adapter: Adapter, item: SuiteItem, seed: int) -> str:
@@ -112,12 +130,12 @@ def generation_key(adapter: Adapter, item: SuiteItem, seed: int) -> str:
 
 
 def run(request: RunRequest) -> RunOutcome:
-    suite = load_suite(request.suite)
-    items = select_items(suite, request.limit, request.languages)
+    suite = request.suite if isinstance(request.suite, Suite) else load_suite(request.suite)
+    items = select_items(suite, request.limit, request.languages, request.item_ids)
     if not items:
         raise ValueError(f"suite {suite.name!r} has no items for languages {request.languages}")
     adapters = build_adapters(request.models, request.model_options)
-    metrics = build_metrics(request.metrics, request.metric_options)
+    metrics = build_metrics(request.metrics, request.metric_options, request.metric_cache)
     unavailable = {metric.name: reason for metric in metrics if (reason := metric.unavailable())}
     scoring = [metric for metric in metrics if metric.name not in unavailable]
     pools, metric_pools = build_pools(request, adapters, scoring)
@@ -233,7 +251,7 @@ def _run_units(outcome: RunOutcome, request: RunRequest, executor: Executor, met
         if isinstance(unit, GenerationUnit):
             record = _store_clip(outcome, request.seed, done)
             generate_bar.update(1)
-            if record.status == "ok":
+            if record.status == Status.OK:
                 schedule_scoring(unit.label, unit.item, record)
             else:
                 score_bar.total -= 1
@@ -249,23 +267,23 @@ def _run_units(outcome: RunOutcome, request: RunRequest, executor: Executor, met
 def _store_clip(outcome: RunOutcome, seed: int, done: Done) -> ClipRecord:
     """Driver side of a generation unit: check the clip that arrived, move it into place, record it."""
     unit, partial_clip = done.task.tag, done.task.file
-    result = done.value if done.error is None else GeneratedClip("failed", {}, None, done.error)
-    if result.status == "ok" and (not partial_clip.exists() or sha256_file(partial_clip) != result.sha256):
-        result = GeneratedClip("failed", result.meta, None, f"the clip reached the run directory damaged or not at all "
-                                                          f"({partial_clip}); the worker made sha256 {result.sha256}")
-    suite = outcome.suite.name
-    if result.status == "ok":
+    result = done.value if done.error is None else GeneratedClip(Status.FAILED, {}, None, done.error)
+    if result.status == Status.OK and (not partial_clip.exists() or sha256_file(partial_clip) != result.sha256):
+        result = GeneratedClip(Status.FAILED, result.meta, None, f"the clip reached the run directory damaged or not "
+                                                                 f"at all ({partial_clip}); the worker made sha256 "
+                                                                 f"{result.sha256}")
+    ok = result.status == Status.OK
+    if ok:
         partial_clip.replace(unit.final)
-        relative = str(unit.final.relative_to(outcome.store.directory))
-        record = ClipRecord(unit.label, suite, unit.item.id, seed, unit.key, unit.item.content_hash(), "ok", relative,
-                            result.sha256, result.meta, None)
     else:
         partial_clip.unlink(missing_ok=True)
-        record = ClipRecord(unit.label, suite, unit.item.id, seed, unit.key, unit.item.content_hash(), "failed", None,
-                            None, result.meta, result.error)
+    record = ClipRecord(model=unit.label, suite=outcome.suite.name, item_id=unit.item.id, seed=seed,
+                        generation_key=unit.key, item_hash=unit.item.content_hash(), status=result.status,
+                        path=str(unit.final.relative_to(outcome.store.directory)) if ok else None,
+                        sha256=result.sha256 if ok else None, meta=result.meta, error=None if ok else result.error)
     outcome.store.put_clip(record)
     outcome.generated += 1
-    if record.status != "ok":
+    if record.status != Status.OK:
         outcome.failures += 1
         outcome.store.log_error(outcome.run_id, "generate", record.error or "", unit.label, unit.item.id)
     return record
@@ -273,7 +291,7 @@ def _store_clip(outcome: RunOutcome, seed: int, done: Done) -> ClipRecord:
 
 @dataclass
 class GeneratedClip:
-    status: str                      # "ok" | "failed"
+    status: Status                   # ok | failed
     meta: dict[str, Any]
     sha256: str | None
     error: str | None
@@ -292,14 +310,14 @@ def generate_clip(adapter: Adapter, item: SuiteItem, seed: int, shown: Path, max
         digest = sha256_file(file)
     except Exception as err:  # any adapter failure belongs to this clip only
         file.unlink(missing_ok=True)
-        return GeneratedClip("failed", meta, None, f"{type(err).__name__}: {err}")
-    return GeneratedClip("ok", meta, digest, None)
+        return GeneratedClip(Status.FAILED, meta, None, f"{type(err).__name__}: {err}")
+    return GeneratedClip(Status.OK, meta, digest, None)
 
 
 def _current_clip(store: RunStore, model: str, suite: str, item_id: str, seed: int, key: str) -> ClipRecord | None:
     """The stored clip when it was made with this generation key and is still on disk; else None (generate it)."""
     record = store.get_clip(model, suite, item_id, seed)
-    current = (record is not None and record.generation_key == key and record.status == "ok"
+    current = (record is not None and record.generation_key == key and record.status == Status.OK
                and (store.directory / record.path).exists())
     return record if current else None
 
@@ -322,7 +340,7 @@ def _check_clip(path: Path, shown: Path, max_seconds: float = DEFAULT_MAX_CLIP_S
 @dataclass
 class ScoreRecord:
     metric: str
-    status: str                      # "ok" | "failed" | "not_applicable"
+    status: Status                   # ok | failed | not_applicable
     fields: dict[str, Any]
     detail: Any
 
@@ -339,11 +357,12 @@ def score_clip(metrics: list[Metric], names: tuple[str, ...], item: SuiteItem, m
 def _score_one(metric: Metric, context: ClipContext) -> ScoreRecord:
     try:
         fields = metric.score(context)
-        status, detail = "ok", fields.pop("detail", None)
-    except NotApplicable as reason:
-        fields, status, detail = {}, "not_applicable", str(reason)
+        status, detail = Status.OK, fields.pop("detail", None)
+    except NotApplicable as reason:   # its code, when it has one, lets readers count that kind of reason
+        fields, status = {}, Status.NOT_APPLICABLE
+        detail = {"reason": str(reason), "code": reason.code} if reason.code else str(reason)
     except Exception as err:  # a metric failing on one clip must not stop the run
-        fields, status, detail = {}, "failed", f"{type(err).__name__}: {err}"
+        fields, status, detail = {}, Status.FAILED, f"{type(err).__name__}: {err}"
         if not isinstance(err, MediaError):
             traceback.print_exc(file=sys.stderr)
     return ScoreRecord(metric.name, status, fields, detail)
@@ -352,11 +371,11 @@ def _score_one(metric: Metric, context: ClipContext) -> ScoreRecord:
 def _store_scores(outcome: RunOutcome, metrics: dict[str, Metric], keys: dict[str, MetricKey], done: Done) -> None:
     """Driver side of a scoring unit: one score per metric; a unit that failed as a whole fails each of its metrics."""
     unit: ScoringUnit = done.task.tag
-    records = done.value if done.error is None else [ScoreRecord(name, "failed", {}, done.error)
+    records = done.value if done.error is None else [ScoreRecord(name, Status.FAILED, {}, done.error)
                                                      for name in unit.metrics]
     for record in records:
         metric = metrics[record.metric]
-        if record.status == "failed":
+        if record.status == Status.FAILED:
             outcome.failures += 1
             outcome.store.log_error(outcome.run_id, f"metric:{metric.name}", record.detail, unit.label, unit.item.id)
         outcome.store.put_score(keys[metric.name], unit.clip_sha256, unit.item_hash, record.status, record.fields,

@@ -40,8 +40,10 @@ import pandas as pd
 from mheval.database import connect, transaction
 from mheval.files import write_json_atomic
 from mheval.registry import config_hash
+from mheval.status import Status
 
 SCHEMA_VERSION = 2
+DATABASE = "run.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -142,7 +144,7 @@ class ClipRecord:
     seed: int
     generation_key: str
     item_hash: str
-    status: str
+    status: Status
     path: str | None
     sha256: str | None
     meta: dict[str, Any]
@@ -188,7 +190,7 @@ class RunStore:
     def __init__(self, directory: Path | str, migrate: bool = True):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.directory / "run.sqlite"
+        self.db_path = self.directory / DATABASE
         self._db = connect(self.db_path)
         version = self._schema_version()
         if version not in (0, SCHEMA_VERSION):
@@ -209,7 +211,7 @@ class RunStore:
     @classmethod
     def open_existing(cls, directory: Path | str) -> "RunStore":
         directory = Path(directory)
-        if not (directory / "run.sqlite").exists():
+        if not (directory / DATABASE).exists():
             raise FileNotFoundError(f"{directory}: not a run directory (no run.sqlite)")
         return cls(directory, migrate=False)
 
@@ -309,7 +311,9 @@ class RunStore:
         ).fetchone()
         if row is None:
             return None
-        return ClipRecord(*row[:9], meta=json.loads(row[9]), error=row[10])
+        names = ("model", "suite", "item_id", "seed", "generation_key", "item_hash", "status", "path", "sha256")
+        values = dict(zip(names, row[:9]))
+        return ClipRecord(**{**values, "status": Status(values["status"])}, meta=json.loads(row[9]), error=row[10])
 
     def put_clip(self, record: ClipRecord) -> None:
         values = {**record.__dict__, "meta": json.dumps(record.meta, default=str), "created": time.time()}
@@ -341,7 +345,7 @@ class RunStore:
     def has_score(self, score_key: str) -> bool:
         return self._db.execute("SELECT 1 FROM scores WHERE score_key = ?", (score_key,)).fetchone() is not None
 
-    def put_score(self, key: MetricKey, clip_sha256: str, item_hash: str, status: str, fields: dict[str, Any],
+    def put_score(self, key: MetricKey, clip_sha256: str, item_hash: str, status: Status, fields: dict[str, Any],
                   detail: Any = None) -> None:
         with self._transaction() as db:
             db.execute(

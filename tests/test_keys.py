@@ -13,7 +13,7 @@ from mheval.adapters.puppet import PuppetAdapter
 from mheval.cli import main
 from mheval.metrics import Metric, WeightFile, register
 from mheval.compare import metric_scores
-from mheval.results import clip_table, summary
+from mheval.results import RunResults, summary
 from mheval.runner import RunRequest, run
 from mheval.store import OldStoreError, RunStore
 from mheval.suites import load_suite
@@ -70,9 +70,7 @@ def clips_run(suite: Path, clips: Path, out: Path, metrics=("reference-length-te
 
 
 def values(out: Path, column: str) -> dict[str, float]:
-    store = RunStore.open_existing(out)
-    table = clip_table(store)
-    store.close()
+    table = RunResults.load(out).clips
     return dict(zip(table.item_id, table[column]))
 
 
@@ -216,7 +214,7 @@ def test_report_gate_and_exports_show_the_latest_invocation_and_say_which(tmp_pa
     run(RunRequest(models=["a=puppet"], seed=1, **request))
     latest = run(RunRequest(models=["b=puppet"], seed=2, limit=2, **request))
     assert latest.record.run_id == 2
-    table = clip_table(latest.store)
+    table = RunResults.from_store(latest.store, latest.record).clips
     assert set(table.model) == {"b"} and set(table.seed) == {2} and sorted(table.item_id) == ["en-01", "en-02"]
     scores = metric_scores(out, "reference-length-test")
     assert set(scores.prompts.model) == {"b"} and sorted(scores.prompts.item_id) == ["en-01", "en-02"]
@@ -244,8 +242,7 @@ def test_clips_an_interrupted_invocation_did_not_regenerate_are_stale_and_show_n
     monkeypatch.setattr(runner, "generate_clip", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(RunRequest(**request, model_options={"puppet": {"shift_ms": "200"}}))
-    store = RunStore.open_existing(tmp_path / "run")
-    table = clip_table(store)
+    table = RunResults.load(tmp_path / "run").clips
     assert list(table.clip_status) == ["stale", "stale"]
     assert set(table["reference-length-test.status"]) == {"missing"}
     summary_row = summary(table, ["reference-length-test"]).iloc[0]

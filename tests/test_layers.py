@@ -1,6 +1,7 @@
 """The code's layers: lower layers never import higher ones, and one module holds each shared fact (issue 12, items
 17, 18 and 19)."""
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,31 @@ def test_one_file_hasher_and_one_atomic_writer():
                    if isinstance(node, ast.FunctionDef)}
         if path != REPO / "mheval" / "files.py":
             assert not defined & shared, path
+
+
+def test_every_reader_of_a_run_reads_through_the_one_results_model():
+    """Issue 19 item 1: only the store (which owns the database), the runner (its one writer) and mheval.results
+    (`RunResults`, the typed read model) touch a run's database; report, gate, compare, paper table, review, exports
+    and dashboard read a run through RunResults, so they cannot decode it differently."""
+    allowed = {REPO / "mheval" / name for name in ("store.py", "results.py", "runner.py")}
+    offenders = {}
+    for path in [*(REPO / "mheval").rglob("*.py"), *(REPO / "dashboards").glob("*.py")]:
+        if path in allowed:
+            continue
+        text = path.read_text(encoding="utf-8")
+        found = [token for token in ("RunStore", "run.sqlite", "store.DATABASE", "latest_run(") if token in text]
+        if found:
+            offenders[str(path.relative_to(REPO))] = found
+    assert not offenders
+
+
+def test_statuses_are_the_enum_not_string_literals():
+    """Issue 19: the status of a clip or score is `mheval.status.Status` wherever the harness compares one."""
+    values = "ok|failed|not_applicable|stale|missing"
+    comparison = re.compile(rf"""status\W{{0,3}}\s*[!=]=\s*["']({values})["']|isin\(\[[^\]]*["']({values})["']""")
+    offenders = {}
+    for path in [*(REPO / "mheval").rglob("*.py"), *(REPO / "dashboards").glob("*.py")]:
+        found = comparison.findall(path.read_text(encoding="utf-8"))
+        if found:
+            offenders[str(path.relative_to(REPO))] = found
+    assert not offenders

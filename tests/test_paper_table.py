@@ -2,7 +2,9 @@
 import pandas as pd
 from rich.console import Console
 
+from mheval.metrics.videoscore2 import PARSE_FAILURE_CODE, JudgeDetail
 from mheval.paper_table import paper_table, print_paper_tables, sync_offsets_table
+from mheval.results import Reason
 
 
 def clips_table() -> pd.DataFrame:
@@ -13,7 +15,8 @@ def clips_table() -> pd.DataFrame:
             rows.append({
                 "model": model, "item_id": f"en-{index}", "clip_status": "ok",
                 "videoscore2.status": "not_applicable" if failed else "ok",
-                "videoscore2.detail": "judge output parse failure (no visual quality score): 'x'" if failed else "{}",
+                "videoscore2.detail": Reason("judge output parse failure (no visual quality score): 'x'",
+                                             PARSE_FAILURE_CODE) if failed else JudgeDetail(),
                 "videoscore2.visual_quality": None if failed else base - index % 2,
                 "videoscore2.text_alignment": None if failed else base,
                 "videoscore2.physical_consistency": None if failed else 3,

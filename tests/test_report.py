@@ -9,6 +9,7 @@ from rich.console import Console
 
 from mheval.languages import LANGUAGES
 from mheval.report import print_report
+from mheval.metrics.wer import WerDetail
 from mheval.results import ALL, summary
 
 MODELS = {"puppet": None, "magihuman": "tiny random weights", "ltx-2.3-distilled": None}
@@ -19,7 +20,7 @@ UNAVAILABLE = {"clip_score": "no CLIP weights here: give --metric-option clip.pr
                "clip_iqa": "needs the same CLIP weights as clip_score"}
 
 
-def row(model, language, metric, field, value, half, n=8, notes="", lower=True):
+def row(model, language, metric, field, value, half, n=8, notes=(), lower=True):
     return {"model": model, "language": language, "metric": metric, "field": field, "value": value,
             "ci_low": value - half, "ci_high": value + half, "n": n, "clip_mean": value, "clip_mean_low": value - half,
             "clip_mean_high": value + half, "ok": n, "not_applicable": 0, "failed": 2, "lower_is_better": lower,
@@ -32,7 +33,7 @@ def worst_case_summary():
     rows = []
     for model in MODELS:
         for language in [*LANGUAGES, ALL]:
-            notes = "; ".join([*(["n<5"] if language == "ko" else []), *(["yue→zh ASR"] if language == "yue" else [])])
+            notes = (*(["n<5"] if language == "ko" else []), *(["yue→zh ASR"] if language == "yue" else []))
             rows.append(row(model, language, "wer", "wer", 1.042, 0.123, n=3 if language == "ko" else 8, notes=notes))
         for metric, (field, lower, value) in OTHER_METRICS.items():
             rows.append(row(model, ALL, metric, field, value, value / 7, lower=lower))
@@ -75,15 +76,15 @@ def test_wide_report_keeps_every_column(worst_case_summary):
 
 
 def test_summary_flags_small_rows_and_cantonese_read_as_mandarin():
-    detail = json.dumps({"language_used": "zh"})
+    detail = WerDetail(language_used="zh")
     table = pd.DataFrame({
         "model": ["m"] * 3, "language": ["yue", "yue", "en"], "item_id": ["a", "b", "c"], "clip_status": ["ok"] * 3,
         "wer.status": ["ok"] * 3, "wer.wer": [0.5, 0.25, 0.0], "wer.reference_length": [4, 4, 3],
-        "wer.detail": [detail, detail, json.dumps({"language_used": "en"})],
+        "wer.detail": [detail, detail, WerDetail(language_used="en")],
     })
     notes = summary(table, ["wer"]).set_index("language").notes
-    assert notes["yue"] == "n<5; yue→zh ASR" and notes["en"] == "n<5"
-    assert notes[ALL] == "n<5; yue→zh ASR"   # the macro all row averages the Cantonese row in, so it carries the flag
+    assert notes["yue"] == ("n<5", "yue→zh ASR") and notes["en"] == ("n<5",)
+    assert notes[ALL] == ("n<5", "yue→zh ASR")   # the macro all row averages the Cantonese row in, so it carries the flag
 
 
 def test_an_unavailable_reason_is_printed_as_written(worst_case_summary):

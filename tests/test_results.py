@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from dashboards import data
+from mheval.metrics.wer import WerDetail
 from mheval.report import results_table
-from mheval.results import ALL, export, summary
-from mheval.store import RunStore
+from mheval.results import ALL, Reason, RunResults, summary
+from mheval.store import MetricKey, RunRecord
 
 
 def clip_rows(model: str, language: str, rates, length: int, used: str | None = None, failed=()) -> list[dict]:
@@ -22,8 +23,16 @@ def clip_rows(model: str, language: str, rates, length: int, used: str | None = 
         rows.append({"model": model, "language": language, "item_id": item, "clip_status": "ok", "meta": "{}",
                      "wer.status": "ok" if ok else "failed", "wer.wer": rate if ok else np.nan,
                      "wer.reference_length": length if ok else np.nan,
-                     "wer.detail": json.dumps({"language_used": used or language}) if ok else "boom"})
+                     "wer.detail": WerDetail(language_used=used or language) if ok else Reason("boom")})
     return rows
+
+
+def results_of(directory, clips: pd.DataFrame) -> RunResults:
+    """A RunResults over synthetic clips (one invocation that scored WER)."""
+    record = RunRecord(1, 0.0, 1.0, "suite", "sha", 42, {model: {} for model in clips.model.unique()},
+                       [MetricKey("wer", "v", "c", "w")], {})
+    return RunResults(directory, record, clips.assign(seed=42, clip_error=None, path=None, sha256=None,
+                                                      reference_text=""), pd.DataFrame(), pd.DataFrame(), [])
 
 
 def row(table: pd.DataFrame, model: str, language: str) -> pd.Series:
@@ -49,10 +58,12 @@ def test_rows_with_fewer_than_five_prompts_are_flagged_in_summary_exports_report
     """Item 11: an interval from 2–4 prompts is little more than their range; every table says so."""
     clips = pd.DataFrame(clip_rows("a", "en", [0.1, 0.2, 0.3], 10) + clip_rows("a", "de", [0.1] * 5, 10))
     table = summary(clips, ["wer"])
-    assert row(table, "a", "en").notes == "n<5" and row(table, "a", "de").notes == "" and row(table, "a", ALL).notes == ""
-    store = RunStore(tmp_path / "run")
-    exports = export(store, clips, table, {})
+    assert row(table, "a", "en").notes == ("n<5",) and row(table, "a", "de").notes == () \
+        and row(table, "a", ALL).notes == ()
+    (tmp_path / "run").mkdir()
+    exports = results_of(tmp_path / "run", clips).export()
     assert "n<5" in set(pd.read_csv(exports / "summary.csv").notes.dropna())
+    assert ["n<5"] in [row["notes"] for row in json.loads((exports / "results.json").read_text())["summary"]]
     cells = [cell for column in results_table(table, {}, {}).columns if column.header == "notes"
              for cell in column._cells]
     assert cells == ["", "n<5", ""]  # de, en, all
@@ -65,8 +76,8 @@ def test_cantonese_decoded_as_mandarin_is_flagged_wherever_it_counts():
     language used and every table flags those rows."""
     clips = pd.DataFrame(clip_rows("a", "yue", [0.9] * 5, 20, used="zh") + clip_rows("a", "en", [0.1] * 5, 10))
     table = summary(clips, ["wer"])
-    assert row(table, "a", "yue").notes == "yue→zh ASR" and row(table, "a", "en").notes == ""
-    assert row(table, "a", ALL).notes == "yue→zh ASR"  # the mean over languages includes it
+    assert row(table, "a", "yue").notes == ("yue→zh ASR",) and row(table, "a", "en").notes == ()
+    assert row(table, "a", ALL).notes == ("yue→zh ASR",)  # the mean over languages includes it
     view = data.RunView(data.Path("run"), table=clips, metrics=["wer"], summary=table)
     assert list(data.leaderboard(view, "yue").notes) == ["yue→zh ASR"]
     assert list(data.by_language(view, "wer").notes) == ["", "yue→zh ASR"]
@@ -80,7 +91,7 @@ def test_the_gate_table_carries_the_run_notes():
     prompts = pd.DataFrame({"model": "m", "language": "yue", "item_id": [f"yue-{i}" for i in range(5)],
                             "item_sha256": "h", "value": 0.5, "weight": 10.0})
     outcome = GateOutcome("wer", Tolerance(), compare_prompts(prompts, prompts, True, Tolerance()),
-                          notes={("m", "yue"): "yue→zh ASR"})
+                          notes={("m", "yue"): ("yue→zh ASR",)})
     assert "| pass | yue→zh ASR |" in markdown(outcome)
 
 
@@ -89,4 +100,4 @@ def test_a_metric_without_scores_summarises_to_empty_rows():
     clips = pd.DataFrame(clip_rows("a", "en", [0.1] * 5, 10))
     table = summary(clips, ["wer", "clip_score"])
     unscored = table[table.metric == "clip_score"]
-    assert list(unscored.language) == ["en", ALL] and unscored.n.tolist() == [0, 0] and not unscored.notes.any()
+    assert list(unscored.language) == ["en", ALL] and unscored.n.tolist() == [0, 0] and not any(unscored.notes)

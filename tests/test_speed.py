@@ -1,6 +1,5 @@
 """Speed per 5 s of video from adapter timings, and the paper's speed table from a run's clip table."""
 import io
-import json
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,7 @@ from mheval.media import ClipMedia
 from mheval.metrics import ClipContext, NotApplicable, create_metric
 from mheval.metrics.speed import speed_table
 from mheval.report import speed_view
-from mheval.results import clip_table
+from mheval.results import RunResults
 from mheval.runner import RunRequest, run
 from mheval.suites import load_suite
 from mheval.validate import ValidateConfig, Workspace
@@ -46,7 +45,7 @@ def test_speed_table_puts_paper_stages_first_and_takes_medians():
     def row(model, seconds, timings, wall):
         meta = {"timings": timings, "wall_seconds": wall, "media": {"video_seconds": seconds, "width": 448,
                                                                      "height": 256}}
-        return {"model": model, "clip_status": "ok", "meta": json.dumps(meta),
+        return {"model": model, "clip_status": "ok", "meta": meta,
                 **{f"time.{k}": v for k, v in timings.items()}, "time.total": wall}
 
     clips = pd.DataFrame([
@@ -54,7 +53,7 @@ def test_speed_table_puts_paper_stages_first_and_takes_medians():
         row("a", 5.0, {"warmup": 0.1, "decode": 0.6, "base": 3.0}, 4.0),
         row("a", 10.0, {"warmup": 0.1, "decode": 0.8, "base": 4.0}, 6.0),
         row("b", 5.0, {"base": 1.0}, 1.0) | {"time.decode": np.nan, "time.warmup": np.nan},
-        {"model": "b", "clip_status": "failed", "meta": "{}", "time.total": np.nan},
+        {"model": "b", "clip_status": "failed", "meta": {}, "time.total": np.nan},
     ])
     table = speed_table(clips)
     assert list(table.columns) == ["model", "resolution", "base", "decode", "warmup", "total", "clips"]
@@ -68,11 +67,11 @@ def test_speed_table_puts_paper_stages_first_and_takes_medians():
 def test_speed_table_from_a_puppet_run(tmp_path):
     outcome = run(RunRequest(suite="smoke", models=["puppet"], out=tmp_path / "run", metrics=["speed"],
                              limit=1, languages=["en", "de"], progress=False))
-    table = speed_table(clip_table(outcome.store))
+    scores = RunResults.from_store(outcome.store, outcome.record).clips
+    table = speed_table(scores)
     assert table.clips.tolist() == [2]
     assert {"speech", "render", "encode", "total"} <= set(table.columns)
     assert (table[["speech", "render", "encode"]].sum(axis=1) <= table.total + 1e-9).all()
-    scores = clip_table(outcome.store)
     assert (scores["speed.status"] == "ok").all() and (scores["speed.seconds_per_5s"] > 0).all()
     console = Console(file=io.StringIO(), width=120)
     console.print(speed_view(table))

@@ -19,7 +19,8 @@ that ships it (see `mheval.registry`). The runner asks every metric for:
   that loads a large model of its own (a GPU judge) names its own group.
 - presentation, read by every table (report, exports, dashboard, compare): `unit` (what the headline's number is
   in, as tables print it), `percent` (a fraction shown ×100 as %), `language_table` (the report gives the metric its
-  own models × languages table, as for WER), `paper_column` (the paper's leaderboard column it belongs to).
+  own models × languages table, as for WER), `paper_column` (the paper's leaderboard column its headline fills;
+  `field_paper_columns` for other fields that fill one, as the judge's text alignment).
 - `detail_class`: a dataclass the stored `detail` of an ok score is read into by `mheval.results` (None: kept as
   the stored JSON value).
 - `lower_is_better`, `ideal`: which way is better; a metric with an `ideal` value (sync's signed offset: 0) ranks
@@ -32,6 +33,7 @@ that ships it (see `mheval.registry`). The runner asks every metric for:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -44,8 +46,12 @@ from mheval.media import ClipMedia, NotApplicable  # noqa: F401  (NotApplicable 
 from mheval.metrics.options import NoOptions, parse_options
 from mheval.registry import Registry, config_hash
 from mheval.resources import Resources
+from mheval.status import Status
 from mheval.stats import Estimate, bootstrap
 from mheval.suites import SuiteItem
+
+# The daVinci-MagiHuman paper's leaderboard columns, in its order; a metric names its own in `paper_column`.
+PAPER_COLUMNS = ("visual quality", "text alignment", "physical consistency", "WER", "sync", "speed")
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
                   "mheval.metrics.speed", "mheval.metrics.syncnet", "mheval.metrics.videoscore2")
@@ -95,6 +101,7 @@ class Metric:
     percent: ClassVar[bool] = False
     language_table: ClassVar[bool] = False
     paper_column: ClassVar[str | None] = None
+    field_paper_columns: ClassVar[dict[str, str]] = {}   # other fields that fill a paper column (judge: TA, PC)
     detail_class: ClassVar[type | None] = None
     resources: ClassVar[Resources] = Resources()
     worker_group: ClassVar[str] = "shared"
@@ -128,6 +135,25 @@ class Metric:
         raise NotImplementedError
 
     @classmethod
+    def paper_fields(cls) -> dict[str, str]:
+        """Paper leaderboard column → the field of this metric that fills it."""
+        return {**({cls.paper_column: cls.headline} if cls.paper_column else {}),
+                **{column: name for name, column in cls.field_paper_columns.items()}}
+
+    @classmethod
+    def read_detail(cls, stored: Any) -> Any:
+        """The stored detail (JSON value) of an ok score as `detail_class` (fields the class does not declare are
+        dropped, missing ones keep their defaults, so stores of earlier versions still read); without a
+        `detail_class`, the JSON value itself."""
+        if cls.detail_class is None or not isinstance(stored, dict):
+            return stored
+        reader = getattr(cls.detail_class, "from_stored", None)
+        if reader is not None:
+            return reader(stored)
+        declared = {item.name for item in dataclasses.fields(cls.detail_class)}
+        return cls.detail_class(**{key: value for key, value in stored.items() if key in declared})
+
+    @classmethod
     def ranking_values(cls, values) -> np.ndarray:
         """Values turned into "lower is better" numbers, for ranking models and comparing clips: the distance to
         `ideal` when the metric has one (a signed offset of −150 ms is as bad as +150 ms), else the value itself or
@@ -146,7 +172,13 @@ class Metric:
     def scored_rows(cls, rows: pd.DataFrame) -> pd.DataFrame:
         """The rows of a results clip table (`<metric>.<field>` columns) whose score for this metric is ok."""
         status = rows.get(f"{cls.name}.status")
-        return rows.iloc[:0] if status is None else rows[status == "ok"]
+        return rows.iloc[:0] if status is None else rows[status == Status.OK]
+
+    @classmethod
+    def compared_rows(cls, rows: pd.DataFrame) -> pd.DataFrame:
+        """The rows whose score counts when models are compared (verdicts, metric–human agreement): the ok ones;
+        a metric whose own summary trusts only some of them (sync: the confident clips) narrows it."""
+        return cls.scored_rows(rows)
 
     @classmethod
     def estimate(cls, rows: pd.DataFrame, field: str | None = None, weighted: bool = True,

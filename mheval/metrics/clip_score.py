@@ -209,6 +209,7 @@ class ClipTextAlignment(ClipMetric):
     inputs = ("video", "prompt")
     fields = ("clip_score", "clip_score_worst")
     headline = "clip_score"
+    paper_column = "text alignment"
     description = ("CLIP text alignment: 100·cos(frame, visual prompt) at a fixed frame rate, mean and worst frame; "
                    "long prompts as the mean of sentence-chunk embeddings")
 
@@ -226,6 +227,7 @@ class ClipImageQuality(ClipMetric):
     version = "2"
     fields = tuple(QUALITY_PAIRS)
     headline = "clip_iqa"
+    paper_column = "visual quality"
     description = "CLIP-IQA-style quality: P(positive prompt) for good/bad, sharp/blurry, clean/noisy; mean of frames"
 
     def __init__(self, **options: Any):

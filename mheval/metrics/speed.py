@@ -9,13 +9,13 @@ over clips).
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mheval.metrics import ClipContext, Metric, NotApplicable, register
+from mheval.status import Status
 
 REFERENCE_SECONDS = 5.0
 PAPER_STAGES = ("text_encoding", "base", "sr", "decode", "audio_decode")
@@ -33,6 +33,8 @@ class GenerationSpeed(Metric):
     fields = ("seconds_per_5s", *(f"{stage}_per_5s" for stage in PAPER_STAGES))
     headline = "seconds_per_5s"
     lower_is_better = True
+    unit = "s"
+    paper_column = "speed"
     description = "generation wall time and per-stage times (adapter timings) per 5 s of video"
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
@@ -53,8 +55,8 @@ class GenerationSpeed(Metric):
 def speed_table(clips: pd.DataFrame) -> pd.DataFrame:
     """The paper's speed table from `mheval.results.clip_table`: per model and resolution, the median over generated
     clips of each stage's seconds per 5 s of video (paper stages first, then the adapter's own), then total."""
-    generated = clips[clips.clip_status == "ok"]
-    media = generated.meta.map(lambda text: json.loads(text).get("media", {}) if isinstance(text, str) else {})
+    generated = clips[clips.clip_status == Status.OK]
+    media = generated.meta.map(lambda meta: meta.get("media", {}) if isinstance(meta, dict) else {})
     video_seconds = media.map(lambda info: info.get("video_seconds", np.nan)).astype(float)
     resolution = media.map(lambda info: f"{info.get('width', '?')}x{info.get('height', '?')}")
     stages = [column.removeprefix("time.") for column in generated.columns if column.startswith("time.")]

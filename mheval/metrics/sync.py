@@ -50,7 +50,7 @@ priming samples (an impulse written at t is heard at t, to the sample, with and 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,15 @@ FACE_X, FACE_Y = (0.0, 1.0), (0.0, 1.0)
 DETECT_SHORT_SIDE = 180   # grey frames are scaled to this short side for detection only
 MOUTH_SHORT_SIDE = 360    # and to at most this one for the openness ratios
 NOISE_FLOOR = 1e-3        # openness change per step that counts as still (≈ 0.15 grey level on a mid-grey face)
+
+
+@dataclass(frozen=True)
+class SyncDetail:
+    """The correlation of mouth and speech at every lag the search tried (`offset_ms` is its refined peak)."""
+
+    correlations: list[float] = field(default_factory=list)   # lag −max_lag … +max_lag grid steps
+    lag_step_ms: float | None = None
+    sign: str = "offset_ms > 0: audio lags video"
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,9 @@ class AudioVideoSync(Metric):
     headline = "offset_ms"
     lower_is_better = True   # for the distance to `ideal`: the signed offset itself ranks by how far it is from 0
     ideal = 0.0
+    unit = "ms"
+    paper_column = "sync"
+    detail_class = SyncDetail
     description = ("weight-free lip sync on frame timestamps: Haar face, mouth darkness vs speech envelope, "
                    "cross-correlation within ±600 ms; summary: signed median over confident clips, "
                    "offset_ms > 0 = audio lags video")
@@ -235,6 +247,12 @@ class AudioVideoSync(Metric):
         }
 
     @classmethod
+    def compared_rows(cls, rows: pd.DataFrame) -> pd.DataFrame:
+        """Only clips measured with confidence: an offset without a clear correlation peak is not evidence."""
+        scored = cls.scored_rows(rows)
+        return scored[_flag(scored, f"{cls.name}.confident")]
+
+    @classmethod
     def summarize(cls, rows: pd.DataFrame, by_language: bool = False) -> GroupSummary:
         """Signed median offset over the confident clips, bootstrapped over prompts; notes: the share of confident
         clips and how many of them sit at the search boundary. Offsets are milliseconds in every language, so the
@@ -242,7 +260,7 @@ class AudioVideoSync(Metric):
         scored = cls.scored_rows(rows)
         if scored.empty:
             return GroupSummary(bootstrap_median([], []))
-        confident = scored[_flag(scored, f"{cls.name}.confident")]
+        confident = cls.compared_rows(scored)
         notes = [f"confident {len(confident)}/{len(scored)}"]
         boundary = int(_flag(confident, f"{cls.name}.at_search_boundary").sum())
         if boundary:

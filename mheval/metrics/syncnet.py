@@ -295,6 +295,7 @@ class SyncNetLse(Metric):
     inputs = ("video", "audio")
     fields = ("lse_c", "lse_d", "offset_frames", "offset_ms", "tracks")
     headline = "lse_c"
+    paper_column = "sync"
     description = ("SyncNet LSE-C (confidence, higher better) and LSE-D (distance, lower better) from a local "
                    "syncnet_v2.model, syncnet_python's pipeline at 25 fps; offset_ms > 0 = audio lags video")
     options_class = SyncNetConfig

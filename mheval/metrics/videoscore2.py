@@ -64,6 +64,21 @@ VIDEO_MAX_PIXELS = 768 * 28 * 28
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
+PARSE_FAILURE_CODE = "judge_parse_failure"
+
+
+@dataclass(frozen=True)
+class JudgeDetail:
+    """What the judge said about one clip: its raw output, the digit probabilities behind the soft scores."""
+
+    raw_output: str = ""
+    score_probabilities: dict[str, list[float]] = field(default_factory=dict)
+    soft_score_unavailable: list[str] = field(default_factory=list)
+    frames: int | None = None
+    frame_size: list[int] = field(default_factory=list)
+    fps: float | None = None
+
+
 @dataclass(frozen=True)
 class VideoScore2Config:
     model_dir: str = field(default="", metadata={"help": "local directory of the VideoScore2 model (config.json, "
@@ -80,6 +95,8 @@ class VideoScore2Config:
 
 class JudgeParseFailure(NotApplicable):
     """The judge's output does not contain all three scores as whole numbers 1–5."""
+
+    code = PARSE_FAILURE_CODE
 
 
 @dataclass(frozen=True)
@@ -212,6 +229,10 @@ class VideoScore2(Metric):
     inputs = ("video", "prompt")
     fields = (*DIMENSIONS, *(f"{name}_soft" for name in DIMENSIONS))
     headline = "visual_quality"
+    unit = "1–5"
+    paper_column = "visual quality"
+    field_paper_columns = {"text_alignment": "text alignment", "physical_consistency": "physical consistency"}
+    detail_class = JudgeDetail
     description = ("VideoScore2 judge (Qwen2.5-VL) from a local directory: visual quality, text-to-video alignment, "
                    "physical consistency 1-5 and probability-weighted soft scores; greedy; raw output kept")
     options_class = VideoScore2Config

@@ -65,6 +65,7 @@ class Brisque(Metric):
     fields = ("brisque", "brisque_worst")
     headline = "brisque"
     lower_is_better = True
+    paper_column = "visual quality"
     description = ("BRISQUE (OpenCV quality module, LIVE model from opencv-data) at a 512-pixel short side, mean and "
                    "worst sampled frame")
     options_class = BrisqueConfig
@@ -109,6 +110,7 @@ class TechnicalQuality(Metric):
     fields = ("frozen_ratio", "temporal_flicker", "sharpness", "underexposed", "overexposed")
     headline = "frozen_ratio"
     lower_is_better = True
+    paper_column = "visual quality"
     description = ("frozen-frame ratio (whole frame static), temporal flicker, exposure clipping, and sharpness "
                    "(Laplacian variance, a diagnostic); on grey frames at a 256-pixel short side")
     options_class = TechnicalConfig

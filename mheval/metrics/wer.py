@@ -11,12 +11,34 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from mheval.asr.identity import ASRIdentity
 from mheval.asr import ASRSettings, DecodingConfig, asr_identity, cuda_unavailable, load_asr
 from mheval.languages import language
 from mheval.metrics import ClipContext, Metric, WeightFile, register
 from mheval.metrics.normalize import NORMALIZER_VERSION, error_counts, normalize
 
 DECODING_DEFAULTS = DecodingConfig()
+
+
+@dataclass(frozen=True)
+class WerDetail:
+    """One clip's transcript, how it was normalised and aligned, and the ASR that wrote it."""
+
+    transcript: str = ""
+    language_used: str | None = None   # the decoder's language (Cantonese may be decoded as "zh")
+    reference: str = ""
+    reference_normalized: str = ""
+    transcript_normalized: str = ""
+    unit: str = "word"                 # word | character
+    windows: list[dict] = field(default_factory=list)
+    asr: ASRIdentity = field(default_factory=ASRIdentity)
+    normalizer: int | None = None
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> "WerDetail":
+        declared = {item.name for item in fields(cls)}
+        values = {key: value for key, value in stored.items() if key in declared}
+        return cls(**{**values, "asr": ASRIdentity.from_dict(stored.get("asr"))})
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,11 @@ class WordErrorRate(Metric):
     headline = "wer"
     weight_field = "reference_length"
     lower_is_better = True
+    unit = "%"
+    percent = True
+    language_table = True
+    paper_column = "WER"
+    detail_class = WerDetail
     description = "Whisper transcript vs the dialogue; character level for zh/yue/ja/ko (CER), corpus-level summary"
     options_class = WerConfig
 

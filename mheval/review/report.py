@@ -61,24 +61,17 @@ def votes_table(store: StudyStore) -> pd.DataFrame:
 def run_metric_values(run_dir: Path) -> pd.DataFrame:
     """Headline value of every registered automatic metric per clip of the run (sha256, metric, value,
     lower_is_better)."""
-    from mheval.metrics import metric_class, metric_names
-    from mheval.results import clip_table
-    from mheval.store import RunStore
+    from mheval.metrics import metric_class
+    from mheval.results import RunResults
 
-    store = RunStore.open_existing(run_dir)
-    try:
-        run = store.latest_run()
-        keys = [key for key in (run.metric_keys if run else []) if key.name in set(metric_names())]
-        table = clip_table(store, run, keys)
-    finally:
-        store.close()
+    results = RunResults.load(run_dir)
     frames = []
-    for key in keys:
-        cls = metric_class(key.name)
-        column = f"{key.name}.{cls.headline}"
-        if column not in table:
+    for name in results.metrics:
+        cls = metric_class(name)
+        column = f"{name}.{cls.headline}"
+        ok = results.usable(name)
+        if column not in ok:
             continue
-        ok = table[(table[f"{key.name}.status"] == "ok") & table.sha256.notna()]
         frames.append(pd.DataFrame({"sha256": ok.sha256, "metric": column,   # value: lower is better (ranking)
                                     "value": cls.ranking_values(pd.to_numeric(ok[column], errors="coerce")),
                                     "lower_is_better": True}).dropna(subset=["value"]))

@@ -27,9 +27,9 @@ import pandas as pd
 
 from mheval.languages import LANGUAGES
 from mheval.review.storage import CRITERION_LABELS, DATABASE, MEDIA, StudyError, StudyStore, random_name
-from mheval.store import RunStore
+from mheval.results import RunResults
+from mheval.status import Status
 
-CATCH_TYPES = ("audio_shift", "frozen_video", "identical")
 
 
 @dataclass(frozen=True)
@@ -123,22 +123,13 @@ def _build(store: StudyStore, run_dir: Path, config: StudyConfig, clips: pd.Data
 def run_clips(run_dir: Path, models: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The run's usable clips of `models` (one seed: the run's), the items with clips from ≥ 2 of them, and the
     run's manifest."""
-    run = RunStore.open_existing(run_dir)
-    try:
-        latest = run.latest_run()
-        if latest is None:
-            raise ValueError(f"{run_dir}: the run directory holds no finished invocation of mheval run")
-        manifest = latest.manifest
-        clips = run.run_clips(latest)   # the latest invocation's clips only, as the report and the gate read them
-        clips = clips[~clips.stale].drop(columns="stale")
-        items = run.items(latest.suite)
-    finally:
-        run.close()
+    results = RunResults.load(run_dir, metrics=[])   # the latest invocation's clips, as the report and gate read them
+    clips, items, manifest = results.clips, results.items, results.manifest
     known = sorted(set(clips.model))
     unknown = [model for model in models if model not in known]
     if unknown:
         raise ValueError(f"{run_dir}: no clips from model {', '.join(unknown)}; the run has {', '.join(known)}")
-    clips = clips[clips.model.isin(models) & (clips.status == "ok")]
+    clips = clips[clips.model.isin(models) & (clips.clip_status == Status.OK)]
     clips = clips[[isinstance(path, str) and (run_dir / path).is_file() for path in clips.path]]
     shared = clips.groupby("item_id").model.nunique()
     clips = clips[clips.item_id.isin(shared[shared >= 2].index)].reset_index(drop=True)
