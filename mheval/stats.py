@@ -236,13 +236,20 @@ def prompts_for_power(delta: float, standard_error: float, n: int, power: float 
     def enough(prompts: int) -> bool:   # the power is monotone in the number of prompts: search it
         return TTestPower().power(effect_size=effect, nobs=prompts, alpha=alpha, alternative="two-sided") >= power
 
-    high = 2
-    while not enough(high):
-        if high > 10 ** 7:
-            return float("inf")
-        high *= 2
-    low = high // 2
-    while high - low > 1 and low >= 2:
+    from scipy.stats import norm
+
+    # start from the normal approximation, then step to the smallest n the t-test's power admits
+    high = max(2, int(np.ceil(((norm.ppf(1 - alpha / 2) + norm.ppf(power)) / effect) ** 2)))
+    if high > 10 ** 7:
+        return float("inf")
+    low = high
+    if enough(high):      # bracket: `low` not enough (or 1), `high` enough
+        while low > 1 and enough(low):
+            high, low = low, min(low - 1, int(low * 0.9))
+    else:
+        while not enough(high):
+            low, high = high, int(high * 1.1) + 1
+    while high - low > 1:
         middle = (low + high) // 2
         low, high = (low, middle) if enough(middle) else (middle, high)
-    return float(high if low < 2 or not enough(low) else low)
+    return float(max(high, 2))

@@ -169,6 +169,17 @@ def load_suite(name_or_path: str | Path) -> Suite:
     return _SuiteParser(path, shown).parse(data)
 
 
+def suite_from_items(items: list[dict[str, Any]], name: str = "items", description: str = "",
+                     defaults: dict[str, Any] | None = None, base: Path | None = None) -> Suite:
+    """A suite from items given as dicts with the fields of a suite file's [[item]] (id, language, prompt, seconds,
+    resolution, reference_image, reference_audio), checked by the same rules (SuiteError names each problem);
+    relative reference paths are taken from `base` (default: the working directory)."""
+    path = (base or Path.cwd()) / f"{name}.toml"
+    data = {"suite": {"name": name, "description": description or f"{len(items)} item(s) given in Python"},
+            "defaults": dict(defaults or {}), "item": list(items)}
+    return _SuiteParser(path, f"items {name!r}").parse(data)
+
+
 _ITEM_HEADER = re.compile(rb"^\s*\[\[\s*item\s*\]\]")
 _KEY_LINE = re.compile(rb"^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=")
 _ID_LINE = re.compile(rb'^\s*id\s*=\s*["\'](.*?)["\']')

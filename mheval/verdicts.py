@@ -27,10 +27,12 @@ from typing import Any
 
 import pandas as pd
 
+import numpy as np
+
 from mheval.compare import prompt_values
 from mheval.metrics import metric_class
 from mheval.results import ALL, RunResults
-from mheval.stats import ADJUSTMENTS, DEFAULT_RESAMPLES, MIN_PROMPTS, adjust_p_values, paired_test, \
+from mheval.stats import ADJUSTMENTS, DEFAULT_RESAMPLES, MIN_PROMPTS, PERMUTATIONS, adjust_p_values, paired_test, \
     prompts_for_power
 
 A_BETTER, B_BETTER, NO_DIFFERENCE, INSUFFICIENT = "a_better", "b_better", "no_difference", "insufficient"
@@ -51,6 +53,7 @@ class VerdictSettings:
     power: float = DEFAULT_POWER
     min_prompts: int = MIN_PROMPTS
     resamples: int = DEFAULT_RESAMPLES
+    permutations: int = PERMUTATIONS   # random sign flips for rows with more prompts than are enumerated exactly
     seed: int = 0
 
     def __post_init__(self):
@@ -165,10 +168,13 @@ def verdicts(results: RunResults, settings: VerdictSettings = VerdictSettings())
         prompts = comparable_prompts(results, name)
         for model_a, model_b in pairs_of(models, settings.reference):
             rows += pair_rows(prompts, name, model_a, model_b, settings)
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=[*COLUMNS, "standard_error"])
     table["p_adjusted"] = adjust_p_values(table.p.to_numpy(dtype=float), settings.adjustment)
     table["verdict"] = [decide(row, settings.alpha) for row in table.itertuples()]
-    return Verdicts(table, settings, results.describe())
+    table["prompts_needed"] = [prompts_for_power(row.delta, row.standard_error, row.n, settings.power,
+                                                 settings.alpha) if row.verdict == NO_DIFFERENCE else math.nan
+                               for row in table.itertuples()]
+    return Verdicts(table[COLUMNS], settings, results.describe())
 
 
 def comparable_prompts(results: RunResults, metric: str) -> pd.DataFrame:
@@ -191,11 +197,11 @@ def pair_rows(prompts: pd.DataFrame, metric: str, model_a: str, model_b: str,
                "n": len(mine), "lower_is_better": cls.ideal is not None or cls.lower_is_better}
         strata = mine.language.to_numpy() if language == ALL else None
         test = paired_test(mine.item_id.to_numpy(), mine.value_a, mine.weight_a, mine.value_b, mine.weight_b,
-                           strata=strata, resamples=settings.resamples, seed=settings.seed)
+                           strata=strata, resamples=settings.resamples, permutations=settings.permutations,
+                           seed=settings.seed)
         row.update(a_value=side_value(mine, "a", strata), b_value=side_value(mine, "b", strata), delta=test.delta,
                    ci_low=test.low, ci_high=test.high, p=test.p if len(mine) >= settings.min_prompts else math.nan,
-                   prompts_needed=prompts_for_power(test.delta, test.standard_error, test.n, settings.power,
-                                                    settings.alpha))
+                   standard_error=test.standard_error)
         rows.append(row)
     return rows
 
@@ -204,10 +210,10 @@ def side_value(prompts: pd.DataFrame, side: str, strata) -> float:
     """One side's summary on the shared prompts (macro over languages when `strata` is given)."""
     if prompts.empty:
         return math.nan
-    frame = pd.DataFrame({"num": prompts[f"value_{side}"] * prompts[f"weight_{side}"],
-                          "den": prompts[f"weight_{side}"], "stratum": strata if strata is not None else 0})
-    sums = frame.groupby("stratum")[["num", "den"]].sum()
-    return float((sums.num / sums.den).mean())
+    values, weights = prompts[f"value_{side}"].to_numpy(float), prompts[f"weight_{side}"].to_numpy(float)
+    labels = np.zeros(len(values)) if strata is None else np.asarray(strata)
+    return float(np.mean([np.sum(values[labels == s] * weights[labels == s]) / np.sum(weights[labels == s])
+                          for s in np.unique(labels)]))
 
 
 def decide(row, alpha: float) -> str:
