@@ -190,8 +190,10 @@ class ExpertLinear(nn.Module):
     def forward(self, x: torch.Tensor, ctx: SequenceContext, out_dtype: torch.dtype) -> torch.Tensor:
         if ctx.fp8_linears:
             x = x.to(torch.bfloat16)
+            if self.num_experts == 1:
+                return F.linear(x, self.fp8_weights[0]).to(out_dtype)
             parts = [F.linear(x_e, w_e) for x_e, w_e in zip(ctx.groups.split(x), self.fp8_weights)]
-            return (parts[0] if self.num_experts == 1 else torch.cat(parts)).to(out_dtype)
+            return torch.cat(parts).to(out_dtype)
         x, weight = x.to(ctx.compute_dtype), self.weight.to(ctx.compute_dtype)
         if self.num_experts == 1:
             return F.linear(x, weight).to(out_dtype)

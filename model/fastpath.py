@@ -2,7 +2,7 @@
 
     options = FastPathConfig(attention="cudnn", compile="max-autotune-no-cudagraphs", cuda_graphs=True)
     velocity_fn = FastVelocity(dit, "v2", options)        # drop-in for model.sampling.dit_velocity_fn
-    vaed = fast_turbo_vaed(vaed, options)                  # channels-last copy when options.vae_channels_last
+    vaed.to_channels_last()                                # options.vae_channels_last (model.turbo_vaed)
 
 What each option changes (all off by default: the default is the plain path that the parity tests pin down):
 
@@ -25,7 +25,6 @@ What each option changes (all off by default: the default is the plain path that
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, fields
 from typing import Callable, Optional
 
@@ -37,7 +36,6 @@ from model.dit import (DiTModel, ExpertLinear, ModalityGroups, SequenceContext, 
                        query_blocks)
 from model.packing import PackedSequence, pack, pack_features, unpack
 from model.text_encoder import TextEmbedding
-from model.turbo_vaed import TurboVAED
 
 ATTENTION_BACKENDS = {"auto": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
                       "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
@@ -122,6 +120,9 @@ class FastVelocity:
         self.plans: dict[tuple, SequencePlan] = {}
         self.layers: Optional[list[Callable]] = None
         if options.compile != "none":
+            # one static graph per layer kind and sequence shape is the design, so several shapes (base and SR
+            # stage, another prompt length) must not fall back to eager after dynamo's default 8 recompiles
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             mode = None if options.compile == "default" else options.compile
             self.layers = [torch.compile(layer, mode=mode, dynamic=False) for layer in model.block.layers]
         if options.fp8_linears:
@@ -214,14 +215,3 @@ def quantize_linears_fp8(model: DiTModel) -> None:
                 quantize_(linear, config)
                 experts.append(linear.weight)
             module.fp8_weights = experts
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Turbo-VAED
-
-
-def fast_turbo_vaed(vaed: TurboVAED, options: FastPathConfig) -> TurboVAED:
-    """`vaed` itself, or (vae_channels_last) a channels-last copy that decodes channels-last latents."""
-    if not options.vae_channels_last:
-        return vaed
-    return copy.deepcopy(vaed).to_channels_last()
