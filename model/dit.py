@@ -188,11 +188,12 @@ class ExpertLinear(nn.Module):
         self.fp8_weights: Optional[list[torch.Tensor]] = None  # per expert, set by model.fastpath
 
     def forward(self, x: torch.Tensor, ctx: SequenceContext, out_dtype: torch.dtype) -> torch.Tensor:
-        if ctx.fp8_linears:
-            x = x.to(torch.bfloat16)
+        if ctx.fp8_linears:  # weights zero-padded to float8 GEMM sizes: pad the inner dim, drop the extra outputs
+            out_features = len(self.weight) // self.num_experts
+            x = F.pad(x.to(torch.bfloat16), (0, self.fp8_weights[0].shape[1] - x.shape[1]))
             if self.num_experts == 1:
-                return F.linear(x, self.fp8_weights[0]).to(out_dtype)
-            parts = [F.linear(x_e, w_e) for x_e, w_e in zip(ctx.groups.split(x), self.fp8_weights)]
+                return F.linear(x, self.fp8_weights[0])[:, :out_features].to(out_dtype)
+            parts = [F.linear(x_e, w_e)[:, :out_features] for x_e, w_e in zip(ctx.groups.split(x), self.fp8_weights)]
             return torch.cat(parts).to(out_dtype)
         x, weight = x.to(ctx.compute_dtype), self.weight.to(ctx.compute_dtype)
         if self.num_experts == 1:

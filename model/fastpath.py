@@ -197,9 +197,16 @@ class GraphedForward:
         return self.static_output.clone()
 
 
+FP8_ALIGNMENT = 16   # float8 GEMMs need both matrix dims divisible by 16; torchao skips (keeps bf16) other linears
+
+
 def quantize_linears_fp8(model: DiTModel) -> None:
     """Give every block linear per-expert float8 weights (torchao `Float8Tensor`, per-row scales, dynamic per-row
-    activation scaling), used by forwards whose context has `fp8_linears`; the bf16 weights stay for the others."""
+    activation scaling), used by forwards whose context has `fp8_linears`; the bf16 weights stay for the others.
+
+    The released widths are not all multiples of 16 (q|k|v|gates 7208, SwiGLU7 2·13652 and 13652), so weights are
+    zero-padded to the next multiple (the forward pads the activations' inner dim and drops the extra outputs):
+    zero rows and columns add nothing to the products."""
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
     except ImportError as err:
@@ -209,9 +216,14 @@ def quantize_linears_fp8(model: DiTModel) -> None:
         if isinstance(module, ExpertLinear) and module.fp8_weights is None:
             experts = []
             for weight in module.weight.detach().chunk(module.num_experts):
-                linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device,
+                rows, cols = (-size % FP8_ALIGNMENT for size in weight.shape)
+                padded = torch.nn.functional.pad(weight.to(torch.bfloat16), (0, cols, 0, rows))
+                linear = nn.Linear(padded.shape[1], padded.shape[0], bias=False, device=weight.device,
                                    dtype=torch.bfloat16)
-                linear.weight.data.copy_(weight)
-                quantize_(linear, config)
-                experts.append(linear.weight)
+                linear.weight.data.copy_(padded)
+                holder = nn.Sequential(linear)       # quantize_ converts submodules, not the module it is given
+                quantize_(holder, config)
+                if type(holder[0].weight).__name__ != "Float8Tensor":
+                    raise RuntimeError(f"torchao left a {tuple(padded.shape)} linear unquantised")
+                experts.append(holder[0].weight)
             module.fp8_weights = experts
