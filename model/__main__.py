@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from tqdm import tqdm
 
+from model.fastpath import ATTENTION_BACKENDS, COMPILE_MODES, FastPathConfig
 from model.pipeline import (CHECKPOINT_LAYOUT, DEFAULT_HEIGHT, DEFAULT_PRESET, DEFAULT_SECONDS, DEFAULT_SEED,
                             DEFAULT_WIDTH, FPS, PRESETS, MagiHumanPipeline, audio_samples, clip_shape,
                             round_resolution)
@@ -49,6 +51,23 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", choices=("turbo", "wan"), default="turbo", help="video decoder (default turbo)")
     parser.add_argument("--out", type=Path, required=True, help="output .mp4")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_fast_path_arguments(parser.add_argument_group("GPU fast paths (model/fastpath.py; default: none)"))
+
+
+def add_fast_path_arguments(parser) -> None:
+    """One flag per `FastPathConfig` field: --attention/--compile take a choice, the booleans are switches."""
+    for spec in fields(FastPathConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        if spec.type == "bool":
+            parser.add_argument(flag, dest=spec.name, action="store_true", help=spec.metadata["help"])
+        else:
+            choices = ATTENTION_BACKENDS if spec.name == "attention" else COMPILE_MODES
+            parser.add_argument(flag, dest=spec.name, choices=list(choices), default=spec.default,
+                                help=spec.metadata["help"])
+
+
+def fast_path_config(args: argparse.Namespace) -> FastPathConfig:
+    return FastPathConfig(**{spec.name: getattr(args, spec.name) for spec in fields(FastPathConfig)})
 
 
 class StageProgress:
@@ -82,7 +101,8 @@ def run_generate(args: argparse.Namespace) -> int:
     if (args.sr_width is None) != (args.sr_height is None):
         raise SystemExit("give both --sr-width and --sr-height, or neither")
     sr_size = (args.sr_width, args.sr_height) if args.sr_width else preset.sr_size
-    options = {"preset": preset.name, "device": args.device, "offload": args.offload, "decoder": args.decoder}
+    options = {"preset": preset.name, "device": args.device, "offload": args.offload, "decoder": args.decoder,
+               "fast": fast_path_config(args)}
     if args.checkpoints is None:
         print("no --checkpoints: using magihuman-tiny-random (RANDOM weights, the clip is noise)", file=sys.stderr)
         pipeline = MagiHumanPipeline.tiny_random(seed=args.weights_seed, **options)

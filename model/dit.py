@@ -31,6 +31,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 try:  # flash-attn is optional; used on CUDA for bf16/fp16 attention when installed
     from flash_attn import flash_attn_func
@@ -124,6 +125,12 @@ class ModalityGroups:
         self.order = None if is_identity else order
         self.inverse = None if is_identity else torch.argsort(order)
 
+    def to(self, device: torch.device) -> "ModalityGroups":
+        """The same grouping with its permutations on `device` (built from a CPU mapping: no host sync)."""
+        if self.order is not None:
+            self.order, self.inverse = self.order.to(device), self.inverse.to(device)
+        return self
+
     def group(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.order is None else x[self.order]
 
@@ -144,6 +151,7 @@ class SequenceContext:
     attend: Callable  # attend(q, k, v, q_ranges, k_ranges) on sequence-ordered [N, heads, head_dim]
     local_q_ranges: Optional[torch.Tensor]
     local_k_ranges: Optional[torch.Tensor]
+    fp8_linears: bool = False  # block linears use their float8 weights (model.fastpath.quantize_linears_fp8)
 
 
 class MultiModalityRMSNorm(nn.Module):
@@ -177,11 +185,22 @@ class ExpertLinear(nn.Module):
         super().__init__()
         self.num_experts = num_experts
         self.weight = nn.Parameter(torch.empty(num_experts * out_features, in_features, dtype=dtype))
+        self.fp8_weights: Optional[list[torch.Tensor]] = None  # per expert, set by model.fastpath
 
     def forward(self, x: torch.Tensor, ctx: SequenceContext, out_dtype: torch.dtype) -> torch.Tensor:
+        if ctx.fp8_linears:  # weights zero-padded to float8 GEMM sizes: pad the inner dim, drop the extra outputs
+            out_features = len(self.weight) // self.num_experts
+            x = F.pad(x.to(torch.bfloat16), (0, self.fp8_weights[0].shape[1] - x.shape[1]))
+            if self.num_experts == 1:
+                return F.linear(x, self.fp8_weights[0])[:, :out_features].to(out_dtype)
+            parts = [F.linear(x_e, w_e)[:, :out_features] for x_e, w_e in zip(ctx.groups.split(x), self.fp8_weights)]
+            return torch.cat(parts).to(out_dtype)
         x, weight = x.to(ctx.compute_dtype), self.weight.to(ctx.compute_dtype)
         if self.num_experts == 1:
             return F.linear(x, weight).to(out_dtype)
+        if torch.compiler.is_compiling():  # the compilers cannot write into views of one output: concatenate
+            parts = [F.linear(x_e, w_e) for x_e, w_e in zip(ctx.groups.split(x), weight.chunk(self.num_experts))]
+            return torch.cat(parts).to(out_dtype)
         out = x.new_empty(len(x), len(weight) // self.num_experts)
         for x_e, w_e, out_e in zip(ctx.groups.split(x), weight.chunk(self.num_experts), ctx.groups.split(out)):
             torch.matmul(x_e, w_e.t(), out=out_e)
@@ -215,13 +234,27 @@ class FourierRope(nn.Module):
         exponents = -torch.arange(self.bands_per_axis, dtype=torch.float64, device=device) / self.bands_per_axis
         return (self.base**exponents).float()
 
-    def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        coords = coords.float()
-        grid_pos, size, ref = coords[:, 0:3], coords[:, 3:6], coords[:, 6:9]
+    @staticmethod
+    def _scale(coords: torch.Tensor) -> torch.Tensor:
+        size, ref = coords[:, 3:6], coords[:, 6:9]
         scale = (ref - 1) / (size - 1)
-        scale = torch.where((ref == 1) & (size == 1), torch.ones_like(scale), scale)
-        if not torch.isfinite(scale).all():
+        return torch.where((ref == 1) & (size == 1), torch.ones_like(scale), scale)
+
+    @classmethod
+    def check(cls, coords: torch.Tensor) -> None:
+        """Raise for coordinates that give a non-finite scale (reads the values: a host sync on an accelerator)."""
+        if not torch.isfinite(cls._scale(coords.float())).all():
             raise ValueError("RoPE coordinates give a non-finite scale (size 1 with reference size != 1)")
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        self.check(coords)
+        return self.angles(coords)
+
+    def angles(self, coords: torch.Tensor) -> torch.Tensor:
+        """`forward` without the check, for coordinates already checked (e.g. on the CPU)."""
+        coords = coords.float()
+        grid_pos, size = coords[:, 0:3], coords[:, 3:6]
+        scale = self._scale(coords)
         center = (size - 1) / 2
         center[:, 0] = 0  # time is not centered
         angles = (((grid_pos - center) * scale)[:, :, None] * self.bands).flatten(1)  # [L, 3n]
@@ -233,6 +266,8 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     half = rope.shape[-1] // 2
     sin, cos = rope[:, None, :half], rope[:, None, half:]
     x1, x2 = x[..., :half], x[..., half : 2 * half]
+    if torch.compiler.is_compiling():  # out-of-place for the compilers, which fuse it into one kernel
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, x[..., 2 * half :]], dim=-1)
     out = torch.empty_like(x)
     torch.mul(x1, cos, out=out[..., :half]).addcmul_(x2, sin, value=-1)
     torch.mul(x2, cos, out=out[..., half : 2 * half]).addcmul_(x1, sin)
@@ -240,17 +275,22 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    backends: Optional[list[SDPBackend]] = None) -> torch.Tensor:
     """Bidirectional softmax attention, scale 1/sqrt(D). q [L, Hq, D], k/v [S, Hkv, D] (GQA: q head j uses kv head
-    j // (Hq/Hkv)) → [L, Hq, D]."""
-    if flash_attn_func is not None and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
+    j // (Hq/Hkv)) → [L, Hq, D]. `backends`: the scaled_dot_product_attention kernels allowed (None: flash-attn
+    when installed, else PyTorch's choice)."""
+    if backends is None and flash_attn_func is not None and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
         return flash_attn_func(q[None], k[None], v[None])[0]
     if not q.is_cuda and q.dtype != torch.float32:
         # CPU low-precision kernels round intermediates; fp32 softmax on the rounded q/k/v with the result rounded
         # once is the flash-attention arithmetic the bf16 parity fixtures use.
-        return dense_attention(q.float(), k.float(), v.float()).to(q.dtype)
+        return dense_attention(q.float(), k.float(), v.float(), backends).to(q.dtype)
     q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))
-    return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)[0].transpose(0, 1)
+    if backends is None:
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)[0].transpose(0, 1)
+    with sdpa_kernel(backends):
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)[0].transpose(0, 1)
 
 
 def _merge_intervals(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -283,13 +323,18 @@ def attention(q, k, v, q_ranges: Optional[torch.Tensor] = None, k_ranges: Option
     """
     if q_ranges is None:
         return dense_attention(q, k, v)
-    out = torch.empty_like(q)
-    for (q0, q1), key_intervals in query_blocks(q_ranges, k_ranges, len(q)):
+    return blocked_attention(q, k, v, query_blocks(q_ranges, k_ranges, len(q)))
+
+
+def blocked_attention(q, k, v, blocks, backends: Optional[list[SDPBackend]] = None) -> torch.Tensor:
+    """Attention of each query block over its key intervals; `blocks` as `query_blocks` yields them."""
+    parts = []
+    for (q0, q1), key_intervals in blocks:
         keys = [slice(start, end) for start, end in key_intervals]
         k_sel = k[keys[0]] if len(keys) == 1 else torch.cat([k[s] for s in keys])
         v_sel = v[keys[0]] if len(keys) == 1 else torch.cat([v[s] for s in keys])
-        out[q0:q1] = dense_attention(q[q0:q1], k_sel, v_sel)
-    return out
+        parts.append(dense_attention(q[q0:q1], k_sel, v_sel, backends))
+    return torch.cat(parts)
 
 
 class Attention(nn.Module):
@@ -427,18 +472,31 @@ class DiTModel(nn.Module):
             raise ValueError("this configuration has local-attention layers: pass local_q_ranges/local_k_ranges")
         if cp is not None:
             x, coords_mapping, modality_mapping = (cp.dispatch(t) for t in (x, coords_mapping, modality_mapping))
-        groups = ModalityGroups(modality_mapping)
         ctx = SequenceContext(
-            groups=groups,
+            groups=ModalityGroups(modality_mapping),
             rope=self.adapter.rope(coords_mapping),
-            compute_dtype=cfg.compute_dtype or (torch.bfloat16 if x.is_cuda else torch.float32),
+            compute_dtype=self.compute_dtype(x.device),
             attend=attention if cp is None else cp.attention,
             local_q_ranges=local_q_ranges,
             local_k_ranges=local_k_ranges,
         )
-        h = self.block(self.adapter(x, groups), ctx)
-        velocity = self._heads(h, groups)
+        velocity = self.run(x, ctx)
         return velocity if cp is None else cp.undispatch(velocity)
+
+    def compute_dtype(self, device: torch.device) -> torch.dtype:
+        return self.cfg.compute_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, ctx: SequenceContext, layers: Optional[list[Callable]] = None) -> torch.Tensor:
+        """The forward on a prepared context (which `forward` builds per call; `model.fastpath` once per run).
+        `layers`: callables standing in for `block.layers` (e.g. their compiled versions)."""
+        h = self.adapter(x, ctx.groups)
+        if layers is None:
+            h = self.block(h, ctx)
+        else:
+            for layer in layers:
+                h = layer(h, ctx)
+        return self._heads(h, ctx.groups)
 
     def _heads(self, h: torch.Tensor, groups: ModalityGroups) -> torch.Tensor:
         """Grouped hidden states → velocity in sequence order (text rows zero)."""

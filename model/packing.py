@@ -120,6 +120,19 @@ def local_attention_ranges(num_video: int, num_frames: int, length: int, recepti
     return torch.tensor(q_ranges, dtype=torch.int32), torch.tensor(k_ranges, dtype=torch.int32)
 
 
+def pack_features(latent_video: torch.Tensor, latent_audio: torch.Tensor, text_embeds: torch.Tensor, num_text: int,
+                  patch_size: int = 2, t_patch_size: int = 1) -> torch.Tensor:
+    """Only the token features `x` [L, W] of `pack` (on the latents' device): what changes between two
+    denoising steps of one clip, while coordinates, modalities and ranges stay the same."""
+    blocks = [
+        patchify_video(latent_video.float(), patch_size, t_patch_size),
+        latent_audio[0].float(),
+        text_embeds[0, :num_text].float(),
+    ]
+    width = max(block.shape[1] for block in blocks)
+    return torch.cat([torch.nn.functional.pad(block, (0, width - block.shape[1])) for block in blocks])
+
+
 def pack(
     latent_video: torch.Tensor,
     latent_audio: torch.Tensor,
@@ -136,18 +149,12 @@ def pack(
     if coords_style not in COORDS_STYLES:
         raise ValueError(f"coords_style must be one of {COORDS_STYLES}, got {coords_style!r}")
     num_text = int(text_len)
-    blocks = [
-        patchify_video(latent_video.float(), patch_size, t_patch_size),
-        latent_audio[0].float(),
-        text_embeds[0, :num_text].float(),
-    ]
-    width = max(block.shape[1] for block in blocks)
-    x = torch.cat([torch.nn.functional.pad(block, (0, width - block.shape[1])) for block in blocks])
-    modality = torch.cat([torch.full((len(b),), m, dtype=torch.int64) for m, b in zip((VIDEO, AUDIO, TEXT), blocks)])
-
+    x = pack_features(latent_video, latent_audio, text_embeds, num_text, patch_size, t_patch_size)
     _, _, frames, height, width_lat = latent_video.shape
     grid = (frames // t_patch_size, height // patch_size, width_lat // patch_size)
-    num_video, num_audio = len(blocks[0]), len(blocks[1])
+    num_video, num_audio = grid[0] * grid[1] * grid[2], latent_audio.shape[1]
+    counts = (num_video, num_audio, len(x) - num_video - num_audio)
+    modality = torch.cat([torch.full((n,), m, dtype=torch.int64) for m, n in zip((VIDEO, AUDIO, TEXT), counts)])
     coords = torch.cat([
         video_coords(*grid),
         audio_coords(num_audio, grid[0], coords_style, vae_temporal_stride),

@@ -49,6 +49,7 @@ from model.audio_vae import (OUTPUT_SAMPLE_RATE, PIPELINE_SAMPLE_RATE, AudioVAE,
                              load_reference_audio)
 from model.checkpoint import load_dit
 from model.dit import DiTConfig, DiTModel
+from model.fastpath import FastPathConfig, FastVelocity
 from model.sampling import (BASE_SAMPLER, DISTILL_SAMPLER, SamplerConfig, SamplingResult, StepState, VelocityFn,
                             dit_velocity_fn, generate_latents)
 from model.shapes import AUDIO_LATENTS_PER_SECOND, PATCH_SIZE, PIXELS_PER_LATENT, LatentShape, latent_side
@@ -317,9 +318,10 @@ class Residency:
         return module
 
 
-def resident(residency: Residency, dit: DiTModel, coords_style: str) -> VelocityFn:
-    """`dit_velocity_fn` of a DiT that is moved to the device (if offloaded) before every forward."""
-    velocity = dit_velocity_fn(dit, coords_style)
+def resident(residency: Residency, dit: DiTModel, coords_style: str, velocity: VelocityFn | None = None) -> VelocityFn:
+    """`velocity` (default: `dit_velocity_fn`) of a DiT that is moved to the device (if offloaded) before every
+    forward."""
+    velocity = velocity or dit_velocity_fn(dit, coords_style)
 
     def velocity_on_device(video: torch.Tensor, audio: torch.Tensor, text: TextEmbedding):
         residency.use(dit)
@@ -364,16 +366,24 @@ def prepare_image(image: str | Path | Image.Image, width: int, height: int) -> t
     return pixels.permute(2, 0, 1)[None, :, None]
 
 
+def video_frames(video: torch.Tensor) -> np.ndarray:
+    """Decoded video [1, 3, F, H, W] in [-1, 1] → uint8 frames [F, H, W, 3] on the CPU."""
+    # (0.5·x + 0.5).clamp(0, 1)·255 → uint8, in place: a 5-s 448×256 clip is 0.17 GB of floats
+    video = video[0].float().mul_(0.5).add_(0.5).clamp_(0, 1).mul_(255).to(torch.uint8)
+    return video.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class MagiHumanPipeline:
     """T2V / TI2V generation with one preset. `offload` keeps networks on the CPU between stages (small GPUs);
-    `decoder` is "turbo" (Turbo-VAED, the default) or "wan" (the Wan2.2 decoder, also used without Turbo-VAED)."""
+    `decoder` is "turbo" (Turbo-VAED, the default) or "wan" (the Wan2.2 decoder, also used without Turbo-VAED);
+    `fast` the GPU fast paths of `model.fastpath` (default: none)."""
 
     def __init__(self, components: Components, preset: Preset | str, device: str | torch.device | None = None,
-                 offload: bool = False, decoder: str = "turbo"):
+                 offload: bool = False, decoder: str = "turbo", fast: FastPathConfig = FastPathConfig()):
         self.components = components
         self.preset = resolve_preset(preset) if isinstance(preset, str) else preset
         if self.preset.sr_model and components.sr_dit is None:
@@ -392,19 +402,27 @@ class MagiHumanPipeline:
         self.residency = Residency(self.device, offload)
         self.residency.place(self._modules())
         self._negative_text: TextEmbedding | None = None
+        fast.check_device(self.device)
+        if offload and (fast.cuda_graphs or fast.fp8_linears):
+            raise ValueError("cuda_graphs and fp8_linears keep device copies of the DiT's weights: not with offload")
+        self.fast = fast
+        self._fast_velocity: dict[int, FastVelocity] = {}     # per DiT: its plans and compiled layers persist
+        if fast.vae_channels_last and components.turbo_vaed is not None:
+            components.turbo_vaed.to_channels_last()
 
     @classmethod
     def from_checkpoints(cls, checkpoints: str | Path, preset: str = DEFAULT_PRESET, device: str | None = None,
-                         offload: bool = False, decoder: str = "turbo") -> "MagiHumanPipeline":
+                         offload: bool = False, decoder: str = "turbo",
+                         fast: FastPathConfig = FastPathConfig()) -> "MagiHumanPipeline":
         device = torch.device(device) if device is not None else default_device()
         vae_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32   # the original runs VAEs in bf16
         components = load_components(checkpoints, resolve_preset(preset), vae_dtype=vae_dtype)
-        return cls(components, preset, device, offload, decoder)
+        return cls(components, preset, device, offload, decoder, fast)
 
     @classmethod
     def tiny_random(cls, preset: str = DEFAULT_PRESET, seed: int = 0, device: str | None = None, offload: bool = False,
-                    decoder: str = "turbo") -> "MagiHumanPipeline":
-        return cls(tiny_random_components(resolve_preset(preset), seed), preset, device, offload, decoder)
+                    decoder: str = "turbo", fast: FastPathConfig = FastPathConfig()) -> "MagiHumanPipeline":
+        return cls(tiny_random_components(resolve_preset(preset), seed), preset, device, offload, decoder, fast)
 
     @property
     def label(self) -> str:
@@ -460,10 +478,18 @@ class MagiHumanPipeline:
         sr_dit = self.components.sr_dit if sr_shape is not None else None
         sampler = replace(self.preset.sampler, distill_steps_a2v_audio=not hold_audio)
         return generate_latents(
-            resident(self.residency, self.components.dit, "v2"), text, negative_text, shape, sampler,
-            seed, sr_velocity_fn=resident(self.residency, sr_dit, "v1") if sr_dit is not None else None,
+            self._velocity(self.components.dit, "v2"), text, negative_text, shape, sampler,
+            seed, sr_velocity_fn=self._velocity(sr_dit, "v1") if sr_dit is not None else None,
             sr_size=sr_shape, image_latent=image_latent, sr_image_latent=sr_image_latent, on_step=on_step,
             device=self.device, audio_latent=audio_latent)
+
+    def _velocity(self, dit: DiTModel, coords_style: str) -> VelocityFn:
+        if self.fast.plain:
+            return resident(self.residency, dit, coords_style)
+        if id(dit) not in self._fast_velocity:
+            self.residency.use(dit)     # torchao quantises the weights where they are
+            self._fast_velocity[id(dit)] = FastVelocity(dit, coords_style, self.fast)
+        return resident(self.residency, dit, coords_style, self._fast_velocity[id(dit)])
 
     def decode_video(self, latent: torch.Tensor) -> np.ndarray:
         """Video latent [1, 48, T, h, w] → uint8 frames [4(T−1)+1, 16h, 16w, 3]."""
@@ -473,9 +499,7 @@ class MagiHumanPipeline:
         else:   # as the original, the Wan2.2 decoder splits the width over the DiT's context-parallel group
             parallel = self.components.dit.context_parallel
             video = self.residency.use(self.components.wan_vae).decode(latent, parallel.group if parallel else None)
-        # (0.5·x + 0.5).clamp(0, 1)·255 → uint8, in place: a 5-s 448×256 clip is 0.17 GB of floats
-        video = video[0].float().mul_(0.5).add_(0.5).clamp_(0, 1).mul_(255).to(torch.uint8)
-        return video.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+        return video_frames(video)
 
     def decode_audio(self, latent: torch.Tensor) -> np.ndarray:
         """Audio latent [1, Na, 64] → float32 [int(Na·2048·441/512), 2] at 44.1 kHz."""

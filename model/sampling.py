@@ -126,8 +126,11 @@ def _with_image(video: torch.Tensor, image_latent: torch.Tensor | None) -> torch
 
 def _noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
     """Standard normal drawn on the generator's device (a CPU generator gives the same numbers whatever the
-    target device), then moved to `device`."""
-    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+    target device), then moved to `device` (from pinned memory without waiting, when that is a GPU)."""
+    noise = torch.randn(shape, generator=generator, device=generator.device)
+    if noise.device.type == "cpu" and torch.device(device).type == "cuda":
+        return noise.pin_memory().to(device, non_blocking=True)
+    return noise.to(device)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -153,6 +156,10 @@ def denoise(velocity_fn: VelocityFn, video: torch.Tensor, audio: torch.Tensor, t
     video_scheduler, audio_scheduler = FlowUniPCScheduler(num_steps, shift), FlowUniPCScheduler(num_steps, shift)
     sigmas, timesteps = video_scheduler.sigmas, video_scheduler.timesteps
     frame_scale = sr_video_scale(video.shape[2], guidance).to(video.device) if super_resolution else None
+    if distilled:   # every step's (video, audio) noise, drawn up front in the original order: the same numbers,
+        # and the loop itself then never waits for a host-to-device copy
+        noises = [(_noise(video.shape, generator, video.device), _noise(audio.shape, generator, audio.device))
+                  for _ in timesteps]
     for index, timestep in enumerate(timesteps.tolist()):
         video = _with_image(video, image_latent)
         v_video, v_audio = velocity_fn(video, audio, text)
@@ -166,8 +173,8 @@ def denoise(velocity_fn: VelocityFn, video: torch.Tensor, audio: torch.Tensor, t
             on_step(StepState(stage, index, num_steps, timestep, video, audio, v_video, v_audio))
         if distilled:
             sigma, sigma_next = sigmas[index], sigmas[index + 1]
-            video = ddim_step(v_video, video, sigma, sigma_next, _noise(video.shape, generator, video.device))
-            audio_noise = _noise(audio.shape, generator, audio.device)
+            video_noise, audio_noise = noises[index]
+            video = ddim_step(v_video, video, sigma, sigma_next, video_noise)
             if steps_audio:
                 audio = ddim_step(v_audio, audio, sigma, sigma_next, audio_noise)
         else:

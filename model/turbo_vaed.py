@@ -201,6 +201,15 @@ class TurboVAED(nn.Module):
         cfg.check_supported()
         self.cfg = cfg
         self.decoder = TurboVAEDDecoder3d(cfg)
+        self.channels_last = False   # decode in NDHWC layout (model.fastpath.fast_turbo_vaed sets it)
+
+    def to_channels_last(self) -> "TurboVAED":
+        """3-D convolution weights and the decoded activations in channels-last (NDHWC) layout, in place."""
+        for param in self.parameters():
+            if param.dim() == 5:
+                param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
+        self.channels_last = True
+        return self
 
     @property
     def dtype(self) -> torch.dtype:
@@ -223,6 +232,8 @@ class TurboVAED(nn.Module):
         t = z.shape[2]
         pad = first - t if t <= first else -(t - first) % step       # -> T = first + n·step
         z = torch.cat([z, z[:, :, -1:].expand(-1, -1, pad, -1, -1)], dim=2)
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last_3d)
         t += pad
         if t == first:
             windows = [self.decoder(z, is_first_chunk=True)]
