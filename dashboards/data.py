@@ -1,6 +1,6 @@
 """What the dashboard shows, as plain tables: no Streamlit here, so every number can be tested without a browser.
 
-Everything is read through `mheval.results` and `mheval.compare`, the same code the terminal report and the CI gate
+Everything is read through `mheval.results` and `mheval.baselines`, the same code the terminal report and the CI gate
 use, so the dashboard can never disagree with them.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jiwer
 import numpy as np
 import pandas as pd
 
-from mheval.compare import CannotCompare, Tolerance, check_comparable, compare_prompts, metric_scores
+from mheval.baselines import CannotCompare, Tolerance, check_comparable, compare_prompts, metric_scores
 from mheval.metrics import PAPER_COLUMNS, metric_class, metric_names
 from mheval.results import ALL, Reason, RunResults, distinct_notes, is_run_directory, model_label
 from mheval.status import Status

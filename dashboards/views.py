@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboards import data, review
 from dashboards.data import RunView
-from mheval.compare import FAILED, IMPROVED, INSUFFICIENT, MIN_PROMPTS, PASS, REGRESSION, Tolerance
+from mheval.baselines import FAILED, IMPROVED, INSUFFICIENT, MIN_PROMPTS, PASS, REGRESSION, Tolerance
 from mheval.languages import LANGUAGES
 from mheval.metrics import NotApplicable, metric_class
 from mheval.results import ALL, model_label, run_stamp

@@ -1,4 +1,4 @@
-"""The CI regression gate: compares a run with a committed baseline (`mheval.compare`) and reports the verdict as a
+"""The CI regression gate: compares a run with a committed baseline (`mheval.baselines`) and reports the verdict as a
 terminal table, Markdown, JUnit XML and an exit code; and the `mheval gate` / `mheval baseline` commands.
 
 - Rows are model × language, compared on the prompts both sides share by a paired bootstrap over prompts.
@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mheval.compare import (COMPARED, FAILED, IMPROVED, INSUFFICIENT, MIN_PROMPTS, MISSING, NEW, PASS, REGRESSION,
+from mheval.baselines import (COMPARED, FAILED, IMPROVED, INSUFFICIENT, MIN_PROMPTS, MISSING, NEW, PASS, REGRESSION,
                             CannotCompare, RowComparison, Tolerance, check_comparable, compare_prompts,
                             metric_scores, read_baseline, write_baseline)
 from mheval.stats import DEFAULT_RESAMPLES

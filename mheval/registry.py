@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+from contextlib import contextmanager
 from importlib import metadata
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -37,6 +38,21 @@ class Registry(Generic[T]):
         self._classes[cls.name] = cls
         self.sources.setdefault(cls.name, "mheval" if cls.__module__.startswith("mheval.") else cls.__module__)
         return cls
+
+    @contextmanager
+    def registered(self, *classes: type[T]) -> Iterator[None]:
+        """Register `classes` for the duration of a `with` block only (tests' throw-away adapters and metrics), so
+        nothing they add outlives the test that needs it."""
+        self._load_modules()
+        added = [cls for cls in classes if self._classes.get(cls.name) is not cls]
+        for cls in added:
+            self.register(cls)
+        try:
+            yield
+        finally:
+            for cls in added:
+                del self._classes[cls.name]
+                self.sources.pop(cls.name, None)
 
     def _load_modules(self) -> None:
         if self._loaded:

@@ -29,7 +29,7 @@ import pandas as pd
 
 import numpy as np
 
-from mheval.compare import prompt_values
+from mheval.baselines import prompt_values
 from mheval.metrics import metric_class
 from mheval.results import ALL, RunResults
 from mheval.stats import ADJUSTMENTS, DEFAULT_RESAMPLES, MIN_PROMPTS, PERMUTATIONS, adjust_p_values, paired_test, \

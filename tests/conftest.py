@@ -11,3 +11,14 @@ def smoke_suite():
     from mheval.suites import load_suite
 
     return load_suite("smoke")
+
+
+@pytest.fixture
+def audio_level():
+    """The AudioLevel test metric, registered for this test only; its name."""
+    from metrics_for_tests import AudioLevel
+    from mheval.metrics import metric_registry
+
+    AudioLevel.calls = 0
+    with metric_registry.registered(AudioLevel):
+        yield AudioLevel.name

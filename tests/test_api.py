@@ -35,6 +35,9 @@ def test_the_public_names_are_typed_documented_and_lazy():
         function = getattr(mheval, name)
         assert function.__doc__ and function.__annotations__.get("return")
     assert mheval.Status.OK == "ok"
+    import mheval.report  # noqa: F401  (loads every submodule of the read path: none may shadow a public name)
+
+    assert callable(mheval.compare) and callable(mheval.score) and callable(mheval.evaluate)
     with pytest.raises(AttributeError):
         mheval.nothing_here
 

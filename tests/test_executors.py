@@ -8,24 +8,14 @@ import pytest
 from mheval.adapters.magihuman import MagiHumanAdapter
 from mheval.executors import Done, ExecutorSettings, Pool, Task, executor_settings
 from mheval.executors.local import LocalExecutor
-from mheval.metrics import Metric, register
 from mheval.progress import LineProgress, progress_bar
 from mheval.resources import Resources
 from mheval.runner import RunRequest, build_adapters, build_metrics, build_pools, run
 
 
-@register
-class PeakForTests(Metric):
-    """A cheap real metric (audio peak) so these tests need no Whisper."""
-
-    name = "peak-test"
-    version = "1"
-    inputs = ("audio",)
-    fields = ("peak",)
-    headline = "peak"
-
-    def score(self, clip):
-        return {"peak": float(np.abs(clip.media.audio_16k).max())}
+@pytest.fixture(autouse=True)
+def cheap_metric(audio_level):
+    """A cheap real metric (`audio-level-test`) so these tests need no Whisper, registered for each test only."""
 
 
 class FakeClock:
@@ -60,7 +50,7 @@ def test_progress_bar_is_tqdm_in_a_terminal_and_lines_in_a_log():
 
 
 def test_run_with_stderr_not_a_terminal_writes_a_few_progress_lines(tmp_path, capfd):
-    run(RunRequest(suite="smoke", models=["puppet"], out=tmp_path / "r", metrics=["peak-test"], progress=True,
+    run(RunRequest(suite="smoke", models=["puppet"], out=tmp_path / "r", metrics=["audio-level-test"], progress=True,
                    progress_interval=3600))
     lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith(("generate:", "score:"))]
     assert len(lines) == 4  # per bar: the first line and the final count
@@ -141,11 +131,11 @@ def test_local_executor_runs_generation_first_and_returns_a_raising_task_as_its_
 
 
 def test_a_clip_changed_on_disk_is_not_scored(tmp_path, smoke_suite):
-    first = run(RunRequest(suite="smoke", models=["puppet"], out=tmp_path / "r", metrics=["peak-test"],
+    first = run(RunRequest(suite="smoke", models=["puppet"], out=tmp_path / "r", metrics=["audio-level-test"],
                            progress=False, limit=1, languages=["en"]))
     clip = first.store.directory / first.store.clips().path[0]
     clip.write_bytes(clip.read_bytes() + b"\0")
-    second = run(RunRequest(suite="smoke", models=["puppet"], out=tmp_path / "r", metrics=["peak-test", "technical"],
+    second = run(RunRequest(suite="smoke", models=["puppet"], out=tmp_path / "r", metrics=["audio-level-test", "technical"],
                             progress=False, limit=1, languages=["en"]))
     scores = second.store.scores().set_index("metric")
     assert scores.loc["technical", "status"] == "failed" and "sha256" in scores.loc["technical", "detail"]

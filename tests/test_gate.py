@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from mheval.cli import main
-from mheval.metrics import Metric, register
+
 from mheval.runner import RunRequest, run
-from mheval.compare import (FAILED, IMPROVED, INSUFFICIENT, MISSING, NEW, PASS, PROMPT_COLUMNS, REGRESSION,
+from mheval.baselines import (FAILED, IMPROVED, INSUFFICIENT, MISSING, NEW, PASS, PROMPT_COLUMNS, REGRESSION,
                             UNUSABLE_COLUMNS, CannotCompare, MetricScores, Tolerance, check_comparable,
                             compare_prompts)
 from mheval.gate import EXIT_CANNOT_COMPARE, EXIT_PASS, EXIT_REGRESSION, GateOutcome, gate, junit, markdown
@@ -196,25 +196,10 @@ def test_markdown_and_junit_report_each_row():
 
 # -- real runs: a cheap metric, then puppet clips scored by Whisper ----------------------------------------------------
 
-@register
-class AudioLevelForGateTests(Metric):
-    """A cheap real metric (RMS level of the audio) so the gate's handling of failed clips runs without Whisper."""
-
-    name = "audio-level-gate-test"
-    version = "1"
-    inputs = ("audio",)
-    fields = ("rms",)
-    headline = "rms"
-    lower_is_better = True
-
-    def score(self, clip):
-        return {"rms": float(np.sqrt(np.mean(clip.media.audio_16k ** 2)))}
-
-
-def test_clips_failing_in_the_run_fail_the_gate_and_no_clip_at_all_cannot_compare(tmp_path):
+def test_clips_failing_in_the_run_fail_the_gate_and_no_clip_at_all_cannot_compare(tmp_path, audio_level):
     """Issue 12 item 7, end to end: German clips that fail fail the German row (exit 1); with every clip failing
     nothing is compared (exit 2); the output names the run it gated."""
-    metric = AudioLevelForGateTests.name
+    metric = audio_level
     made = tmp_path / "made"
     run(RunRequest(suite="ci", models=["puppet"], metrics=[metric], out=made, progress=False))
     baseline_file = tmp_path / "baseline.json"

@@ -11,15 +11,14 @@ import pytest
 from mheval import files, runner
 from mheval.adapters.puppet import PuppetAdapter
 from mheval.cli import main
-from mheval.metrics import Metric, WeightFile, register
-from mheval.compare import metric_scores
+from mheval.metrics import Metric, WeightFile, metric_registry
+from mheval.baselines import metric_scores
 from mheval.results import RunResults, summary
 from mheval.runner import RunRequest, run
 from mheval.store import OldStoreError, RunStore
 from mheval.suites import load_suite
 
 
-@register
 class ReferenceLengthForTests(Metric):
     """A cheap metric that reads the item (like WER reads its reference text) and a weight file (like BRISQUE)."""
 
@@ -38,6 +37,12 @@ class ReferenceLengthForTests(Metric):
         type(self).calls += 1
         audio = clip.media.audio_16k
         return {"characters": len(clip.item.reference_text), "rms": float(np.sqrt(np.mean(audio ** 2)))}
+
+
+@pytest.fixture(autouse=True)
+def scoped_test_metric():
+    with metric_registry.registered(ReferenceLengthForTests):
+        yield
 
 
 BODY = ("A man in his forties with short grey hair stands in a kitchen and faces the camera. He smiles and says, "

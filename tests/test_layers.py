@@ -52,7 +52,7 @@ def test_the_cli_builds_without_loading_the_dashboard_and_launches_the_app_by_pa
 
 
 def test_the_dashboard_compares_through_the_comparison_library_not_the_gate():
-    """Item 17: comparisons (scores per prompt, baselines, comparability, verdicts) live in mheval.compare; the gate
+    """Item 17: comparisons (scores per prompt, baselines, comparability, verdicts) live in mheval.baselines; the gate
     module is only the gate's output formats and command line."""
     assert "mheval.gate" not in loaded_after_import("dashboards.data")
     for path in (REPO / "dashboards").glob("*.py"):

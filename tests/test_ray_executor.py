@@ -46,7 +46,7 @@ def test_ray_run_stores_the_same_clips_and_scores_as_a_local_run(tmp_path, ray_a
     from mheval.metrics import metric_class, metric_names
 
     models = ["puppet", "magihuman"]
-    # every metric mheval ships (other tests register throw-away metrics in this process, which Ray workers lack)
+    # every metric mheval ships (a plug-in another test loaded in this process would be missing on Ray workers)
     metrics = [name for name in metric_names() if metric_class(name).__module__.startswith("mheval.metrics.")]
     local = run(RunRequest(suite="smoke", models=models, metrics=metrics, out=tmp_path / "local", progress=False))
     on_ray = run(RunRequest(suite="smoke", models=models, metrics=metrics, out=tmp_path / "ray", progress=False,

@@ -85,7 +85,7 @@ def test_cantonese_decoded_as_mandarin_is_flagged_wherever_it_counts():
 
 def test_the_gate_table_carries_the_run_notes():
     """Item 13: the gate's table flags a Cantonese row decoded by Mandarin Whisper, like every other table."""
-    from mheval.compare import Tolerance, compare_prompts
+    from mheval.baselines import Tolerance, compare_prompts
     from mheval.gate import GateOutcome, markdown
 
     prompts = pd.DataFrame({"model": "m", "language": "yue", "item_id": [f"yue-{i}" for i in range(5)],

@@ -15,30 +15,21 @@ import pytest
 from mheval.adapters import parse_model_spec
 from mheval.adapters.puppet import PuppetAdapter
 from mheval.media import probe, read_audio
-from mheval.metrics import Metric, register
+from metrics_for_tests import AudioLevel
+from mheval.metrics import Metric, metric_registry
 from mheval.runner import RunRequest, run
 from mheval.validate import rewrite_clip
 
 
-@register
-class LoudnessForTests(Metric):
-    """A cheap real metric (RMS level of the audio) so runner tests don't need Whisper."""
-
-    name = "loudness-test"
-    version = "1"
-    inputs = ("audio",)
-    fields = ("rms",)
-    headline = "rms"
-    calls = 0
-
-    def score(self, clip):
-        type(self).calls += 1
-        audio = clip.media.audio_16k
-        return {"rms": float(np.sqrt(np.mean(audio ** 2)))}
+@pytest.fixture(autouse=True)
+def scoped_test_metrics(audio_level):
+    """The cheap metrics these tests score with, registered for each test only."""
+    with metric_registry.registered(MediaFactsForTests):
+        yield
 
 
 def _request(tmp_path, **changes):
-    fields = dict(suite="smoke", models=["puppet"], out=tmp_path / "run", metrics=["loudness-test"], progress=False)
+    fields = dict(suite="smoke", models=["puppet"], out=tmp_path / "run", metrics=["audio-level-test"], progress=False)
     fields.update(changes)
     return RunRequest(**fields)
 
@@ -107,7 +98,7 @@ def test_clips_without_audio_or_video_are_kept_and_scored_where_they_can_be(tmp_
     rewrite_clip(source, folders["audio"] / f"{item}.mp4", frames=lambda frames: None)
     outcome = run(_request(tmp_path, models=[f"{kind}=clips:{folder}" for kind, folder in folders.items()],
                            out=tmp_path / "partial", limit=1, languages=["en"],
-                           metrics=["loudness-test", "technical"]))
+                           metrics=["audio-level-test", "technical"]))
     clips = outcome.store.clips().set_index("model")
     assert (clips.status == "ok").all()
     media = {model: json.loads(clips.loc[model, "meta"])["media"] for model in folders}
@@ -115,10 +106,10 @@ def test_clips_without_audio_or_video_are_kept_and_scored_where_they_can_be(tmp_
     assert (media["audio"]["has_video"], media["audio"]["has_audio"]) == (False, True)
     scores = outcome.store.scores().set_index(["clip_sha256", "metric"])
     status = {(model, metric): scores.loc[(clips.loc[model, "sha256"], metric), "status"]
-              for model in folders for metric in ("loudness-test", "technical")}
-    assert status == {("video", "loudness-test"): "not_applicable", ("video", "technical"): "ok",
-                      ("audio", "loudness-test"): "ok", ("audio", "technical"): "not_applicable"}
-    reason = scores.loc[(clips.loc["video", "sha256"], "loudness-test"), "detail"]
+              for model in folders for metric in ("audio-level-test", "technical")}
+    assert status == {("video", "audio-level-test"): "not_applicable", ("video", "technical"): "ok",
+                      ("audio", "audio-level-test"): "ok", ("audio", "technical"): "not_applicable"}
+    reason = scores.loc[(clips.loc["video", "sha256"], "audio-level-test"), "detail"]
     assert "clip has no audio" in reason and outcome.failures == 0
 
 
@@ -227,7 +218,6 @@ def test_puppet_speaks_japanese_from_kana_and_keeps_other_languages_verbatim():
     assert speakable("Guten Tag", "de") == "Guten Tag" and speakable("你好", "zh") == "你好"
 
 
-@register
 class MediaFactsForTests(Metric):
     """Records the media facts scoring saw, to check they are the generation-time probe of the same bytes."""
 

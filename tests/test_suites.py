@@ -339,7 +339,7 @@ def test_readme_names_the_registered_metrics_and_only_those():
     """Issue 12 item 15: the README listed metrics `visual` and `clip`, which `--metrics` refuses."""
     from mheval.metrics import metric_class, metric_names
 
-    # metrics other tests register on the fly (e.g. "loudness-test") live in test modules, not in mheval
+    # plug-ins other tests load live outside mheval
     shipped = {name for name in metric_names() if metric_class(name).__module__.startswith("mheval.metrics.")}
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     bullet = readme[readme.index("- **Metrics**"):]
