@@ -79,10 +79,10 @@ class Executor(Protocol):
 class WorkerOptions:
     """`--ray-worker NAME.KEY=VALUE`: what one worker of a model label or metric needs, and how many to run."""
 
-    cpus: float = -1.0                 # -1: as declared by the adapter or metric
-    gpus: float = -1.0
-    memory_gb: float = -1.0
-    replicas: int = 1
+    cpus: float | None = field(default=None, metadata={"help": "CPUs one worker reserves (default: as declared)"})
+    gpus: float | None = field(default=None, metadata={"help": "GPUs one worker reserves (default: as declared)"})
+    memory_gb: float | None = field(default=None, metadata={"help": "host memory GiB (default: as declared)"})
+    replicas: int = field(default=1, metadata={"help": "workers side by side"})
 
 
 @dataclass
@@ -104,7 +104,7 @@ class ExecutorSettings:
         options = parse_options(WorkerOptions, self.workers.get(name, {}))
         if options.replicas < 1:
             raise ValueError(f"--ray-worker {name}.replicas must be >= 1")
-        changed = {f.name: getattr(options, f.name) for f in fields(Resources) if getattr(options, f.name) >= 0}
+        changed = {f.name: getattr(options, f.name) for f in fields(Resources) if getattr(options, f.name) is not None}
         return replace(declared, **changed), options.replicas
 
     def check_names(self, names: set[str]) -> None:
