@@ -13,7 +13,7 @@ from mheval.store import RunStore
 from smoke_runs import degraded_german_run, export_clips, puppet_ci_run, puppet_smoke_run
 
 APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
-PAGES = ("leaderboard", "languages", "drilldown", "compare", "speed", "review")
+PAGES = ("leaderboard", "languages", "drilldown", "verdicts", "compare", "speed", "review")
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,29 @@ def test_speed_and_review_pages(runs, monkeypatch):
     assert "No study in this run" in texts(test, "info")
 
 
+@pytest.mark.slow
+def test_verdicts_page_shows_a_pair_with_its_family_statement(runs, monkeypatch):
+    """Issue 19 item 3: one pair at a time, every metric and language, and how the p-values were adjusted."""
+    test = app(monkeypatch, runs["two_models"], page="verdicts")
+    shown = test.dataframe[0].value
+    assert set(shown.language) == {"en", "de", "all"} and set(shown.metric) == {"sync (|offset_ms − 0|)"}
+    assert set(shown.verdict) == {"insufficient"}   # 1 prompt per language: never decided
+    assert "Holm (family-wise error rate) over 0 comparison(s)" in texts(test, "caption")
+
+
+def test_the_leaderboard_names_a_models_notice():
+    """Issue 19: the dashboard never showed a model's "tiny random weights" notice."""
+    import pandas as pd
+
+    from mheval.results import summary
+    from test_results import clip_rows
+
+    clips = pd.DataFrame(clip_rows("magihuman", "en", [0.1] * 5, 10) + clip_rows("puppet", "en", [0.1] * 5, 10))
+    view = data.RunView(Path("run"), table=clips, metrics=["wer"], summary=summary(clips, ["wer"]),
+                        notices={"magihuman": "tiny random weights", "puppet": None})
+    assert list(data.leaderboard(view).model) == ["magihuman (tiny random weights)", "puppet"]
+
+
 # -- runs that went wrong ------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -197,3 +220,13 @@ def test_sync_curves_use_the_runs_stored_sync_settings(tmp_path):
         data.sync_curves(clip, None, {**stored, "min_fps": 30.0})
     with pytest.raises(NotApplicable, match="another version"):
         data.sync_curves(clip, None, {"max_offset_frames": 15})
+
+
+def test_the_judge_fills_the_papers_physical_consistency_column():
+    """Issue 19: the dashboard said physical consistency had no metric while the paper table took it from
+    VideoScore2; both now read the column from the metric class."""
+    view = data.RunView(Path("run"), metrics=["videoscore2", "wer"])
+    absent = data.absent_paper_columns(view)
+    assert "physical consistency" not in absent and "text alignment" not in absent and "sync" in absent
+    assert data.absent_paper_columns(data.RunView(Path("run"), metrics=["wer"]))[:3] == [
+        "visual quality", "text alignment", "physical consistency"]
