@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(espeak-ng opencv-data chromium chromium-driver)
+# pocketsphinx-testdata: real LibriVox readings the voice metrics' tests use
+APT_PACKAGES=(espeak-ng opencv-data chromium chromium-driver pocketsphinx-testdata)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
