@@ -11,6 +11,8 @@ that ships it (see `mheval.registry`). The runner asks every metric for:
   class validates `--metric-option` values against it (a typo is an error naming the valid options) and keeps the
   typed instance as `self.settings`.
 - `config()`: options that change results (part of the cache key); `weights()`: weight files with their sha256.
+- `hub_weights`: the pinned Hugging Face hub weights a learned metric fetches on first use when no local path is
+  given (`mheval.weights`; listed by `mheval weights`); `hub_folder()` finds or fetches them.
 - `unavailable()`: None, or why the metric cannot run here and how to make it run (reported once per run).
 - `score(clip)`: a dict of field values for one clip; raise `NotApplicable` when the clip has nothing to measure
   (no face, no speech), which is recorded as such, never as a number.
@@ -49,6 +51,7 @@ from mheval.resources import Resources
 from mheval.status import Status
 from mheval.stats import Estimate, bootstrap
 from mheval.suites import SuiteItem
+from mheval.weights import HubWeights, resolve
 
 # The daVinci-MagiHuman paper's leaderboard columns, in its order; a metric names its own in `paper_column`.
 PAPER_COLUMNS = ("visual quality", "text alignment", "physical consistency", "WER", "sync", "speed")
@@ -106,11 +109,13 @@ class Metric:
     resources: ClassVar[Resources] = Resources()
     worker_group: ClassVar[str] = "shared"
     options_class: ClassVar[type] = NoOptions
+    hub_weights: ClassVar[HubWeights | None] = None
 
     def __init__(self, **options: Any):
         self.options = options
         self.settings = parse_options(self.options_class, options, owner=f"metric {self.name}")
         self._weights: list[WeightFile] | None = None
+        self._hub_folder: Path | None = None
 
     def config(self) -> dict[str, Any]:
         return dict(self.options)
@@ -127,6 +132,13 @@ class Metric:
         if self._weights is None:
             self._weights = [WeightFile.of(path) for path in self.weight_paths()]
         return self._weights
+
+    def hub_folder(self) -> Path:
+        """The local snapshot of `hub_weights`, found or fetched once per instance under the environment's policy
+        (`mheval.weights.WeightsPolicy`); raises `WeightsUnavailable` (not remembered, so a later call tries again)."""
+        if self._hub_folder is None:
+            self._hub_folder = resolve(self.hub_weights)
+        return self._hub_folder
 
     def unavailable(self) -> str | None:
         return None
