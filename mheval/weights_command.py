@@ -79,20 +79,22 @@ def _where(row: dict) -> str:
 
 
 def print_weights(rows: list[dict], cache_dir: Path) -> None:
+    from rich import box
     from rich.table import Table
 
     from mheval.report import make_console
 
-    table = Table(title=f"hub weights (folder: {cache_dir})", show_lines=True)
-    for column in ("metrics", "repository @ revision", "files", "sha256", "here", "licence"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=f"hub weights (folder: {cache_dir})", show_lines=True, box=box.SQUARE, padding=(0, 0))
+    longest_repo = max((len(row["repo"]) for row in rows), default=10)
+    table.add_column("metrics", overflow="fold", max_width=12)
+    table.add_column("repository @ revision, licence; here", overflow="fold", min_width=longest_repo)
+    table.add_column("files: sha256, state", overflow="fold")
     for row in rows:
         revision = row["revision"][:12] if row["revision"] else "main (not pinned)"
-        files = "\n".join(item["path"] for item in row["files"] + [{"path": p} for p in row["extra_patterns"]])
-        hashes = "\n".join(item["sha256"][:12] + "…" if item["sha256"] else "not pinned" for item in row["files"]) + \
-            ("\nnot pinned" * len(row["extra_patterns"]))
-        table.add_row(", ".join(row["metrics"]), f"{row['repo']}\n@ {revision}", files, hashes, _where(row),
-                      row["licence"])
+        files = [f"{item['path']}: {item['sha256'][:12] + '…' if item['sha256'] else 'not pinned'}, {item['state']}"
+                 for item in row["files"]] + [f"{pattern}: not pinned" for pattern in row["extra_patterns"]]
+        table.add_row(", ".join(row["metrics"]),
+                      f"{row['repo']}\n@ {revision}\n{row['licence']}\nhere: {_where(row)}", "\n".join(files))
     console = make_console()
     console.print(table)
     unpinned = [row for row in rows if not row["pinned"]]

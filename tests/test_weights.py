@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import open_clip
 import pytest
@@ -50,7 +51,10 @@ def tiny_clip(tmp_path_factory) -> bytes:
 def environment(tmp_path, monkeypatch):
     """A fresh, online hub environment: HF_HOME and mheval's caches in tmp_path, no weights folder."""
     import huggingface_hub.constants
+    from huggingface_hub.utils import _http
 
+    # huggingface_hub retries an unreachable hub five times with backoff (~23 s); the retries happen, the waits not
+    monkeypatch.setattr(_http, "time", SimpleNamespace(sleep=lambda seconds: None))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("MHEVAL_CACHE", str(tmp_path / "mheval-cache"))
     for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "MHEVAL_OFFLINE", "MHEVAL_WEIGHTS_DIR", "MHEVAL_ALLOW_UNPINNED"):
@@ -191,7 +195,7 @@ def test_run_options_offline_and_weights_dir_reach_the_metrics(hub, pinned_clip,
     for name in ("MHEVAL_OFFLINE", "MHEVAL_WEIGHTS_DIR"):
         monkeypatch.setenv(name, "")  # restored after the test; `mheval run` sets them below
     folder = environment / "air-gap"
-    resolve(pinned_clip, WeightsPolicy(weights_dir=folder))
+    resolve(pinned_clip, WeightsPolicy(weights_dir=folder, endpoint=hub.endpoint))
     hub.requests.clear()
     monkeypatch.setenv("COLUMNS", "250")
     code = main(["run", "--suite", "smoke", "--limit", "1", "--languages", "en", "--out", str(environment / "run"),

@@ -147,16 +147,23 @@ def weights_identity(name: str, engine: str) -> dict:
     "base" is the offline Whisper base for both engines (the openai-whisper engine converts it; its sha256 stays the
     pinned one of the CTranslate2 source). Otherwise faster-whisper takes a CTranslate2 folder (identified by the
     sha256 of its model.bin) and openai-whisper a `.pt` checkpoint or one of its model names (downloaded through its
-    own cache, with the sha256 that openai-whisper checks)."""
+    own cache, with the sha256 that openai-whisper checks); a hub name (large-v3) on faster-whisper is identified by
+    its pinned model.bin."""
     if name == "base":
         return {"name": BASE_NAME, "path": BASE_SOURCE, "sha256": BASE_MODEL_SHA256}
+    hub = hub_weights_for(name, engine)
+    if hub is not None:
+        model = next(item for item in hub.files if item.path == "model.bin")
+        return {"name": f"whisper-{name}", "path": f"hf:{hub.repo}@{hub.revision}/{model.path}",
+                "sha256": model.sha256}
     path = Path(name)
     if engine == "faster-whisper":
         if (path / "model.bin").is_file():
             return {"name": path.name, "path": str(path.resolve()), "sha256": sha256_file_cached(path / "model.bin")}
         raise ValueError(f"unknown ASR model {name!r} for wer.engine=faster-whisper: use 'base' (offline), "
-                         f"{', '.join(HUB_MODELS)} (pinned on the hub) or a CTranslate2 Whisper folder (with model.bin, config.json, tokenizer.json); .pt checkpoints "
-                         "and openai-whisper model names need wer.engine=openai-whisper")
+                         f"{', '.join(HUB_MODELS)} (pinned on the hub) or a CTranslate2 Whisper folder (with "
+                         "model.bin, config.json, tokenizer.json); .pt checkpoints and openai-whisper model names "
+                         "need wer.engine=openai-whisper")
     if path.is_file():
         return {"name": path.stem, "path": str(path.resolve()), "sha256": sha256_file_cached(path)}
     url = openai_model_url(name)
