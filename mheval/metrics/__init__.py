@@ -36,6 +36,7 @@ that ships it (see `mheval.registry`). The runner asks every metric for:
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,9 +52,10 @@ from mheval.resources import Resources
 from mheval.status import Status
 from mheval.stats import Estimate, bootstrap
 from mheval.suites import SuiteItem
-from mheval.weights import HubWeights, resolve
+from mheval.weights import HubWeights, WeightsUnavailable, resolve
 
 # The daVinci-MagiHuman paper's leaderboard columns, in its order; a metric names its own in `paper_column`.
+HUB_RETRY_SECONDS = 60.0   # how long a metric remembers that its hub weights could not be had
 PAPER_COLUMNS = ("visual quality", "text alignment", "physical consistency", "WER", "sync", "speed")
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
@@ -116,6 +118,7 @@ class Metric:
         self.settings = parse_options(self.options_class, options, owner=f"metric {self.name}")
         self._weights: list[WeightFile] | None = None
         self._hub_folder: Path | None = None
+        self._hub_failure: tuple[float, WeightsUnavailable] | None = None
 
     def config(self) -> dict[str, Any]:
         return dict(self.options)
@@ -135,9 +138,17 @@ class Metric:
 
     def hub_folder(self) -> Path:
         """The local snapshot of `hub_weights`, found or fetched once per instance under the environment's policy
-        (`mheval.weights.WeightsPolicy`); raises `WeightsUnavailable` (not remembered, so a later call tries again)."""
-        if self._hub_folder is None:
+        (`mheval.weights.WeightsPolicy`). Raises `WeightsUnavailable`; a failure is remembered for a minute, so the
+        calls of one run (availability, config, weights) ask an unreachable hub once, and a later run asks again."""
+        if self._hub_folder is not None:
+            return self._hub_folder
+        if self._hub_failure is not None and time.monotonic() - self._hub_failure[0] < HUB_RETRY_SECONDS:
+            raise self._hub_failure[1]
+        try:
             self._hub_folder = resolve(self.hub_weights)
+        except WeightsUnavailable as error:
+            self._hub_failure = (time.monotonic(), error)
+            raise
         return self._hub_folder
 
     def unavailable(self) -> str | None:
