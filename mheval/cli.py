@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (add_run_parser, add_generate_parser, add_report_parser, add_compare_parser, add_suites_parser,
-                add_validate_parser, add_gate_parser, add_baseline_parser, add_dashboard_parser, add_review_parser, add_listing_parsers,
-                add_weights_parser):
+                add_validate_parser, add_gate_parser, add_baseline_parser, add_dashboard_parser, add_review_parser,
+                add_listing_parsers, add_weights_parser):
         add(sub)
     return parser
 

@@ -141,7 +141,8 @@ def _policy(weights_dir: Path | None) -> WeightsPolicy:
 def add_weights_parser(sub) -> None:
     parser = sub.add_parser("weights", help="list the metrics' pinned hub weights; `weights fetch DIR` for "
                                             "air-gapped machines",
-                            description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                            description=DESCRIPTION, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print the list as JSON (full sha256, sizes, states)")
     parser.add_argument("--weights-dir", type=Path, default=None, metavar="DIR",
                         help=f"look in this folder instead of the Hugging Face cache (default ${WEIGHTS_DIR_ENV})")

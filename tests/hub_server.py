@@ -77,7 +77,9 @@ class FakeHub:
 
     def api(self, request: BaseHTTPRequestHandler, rest: str) -> None:
         parts = rest.split("/")
-        repo, kind, revision = "/".join(parts[:2]), parts[2] if len(parts) > 2 else "", parts[3] if len(parts) > 3 else "main"
+        repo = "/".join(parts[:2])
+        kind = parts[2] if len(parts) > 2 else ""
+        revision = parts[3] if len(parts) > 3 else "main"
         found = self.lookup(request, repo, revision)
         if found is None:
             return

