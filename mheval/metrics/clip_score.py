@@ -61,7 +61,7 @@ class ClipConfig:
     model: str = "ViT-B-32"
     pretrained: str = "laion2b_s34b_b79k"  # open_clip tag, or a local checkpoint path
     frames_per_second: float = 1.0        # ViT-B-32 costs ~0.2 s per frame on 2 CPU cores
-    cache_dir: str = ""                    # open_clip's cache_dir, if the user downloaded with one
+    cache_dir: str = ""                    # open_clip's cache_dir for tags other than the pinned default
 
 
 def is_path(pretrained: str) -> bool:
