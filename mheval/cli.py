@@ -12,6 +12,7 @@ from mheval.gate import add_baseline_parser, add_gate_parser
 from mheval.review.command import add_review_parser
 from mheval.listing import add_listing_parsers
 from mheval.validate import add_validate_parser
+from mheval.weights_command import add_weights_arguments, add_weights_parser, apply_weights_arguments
 
 EXIT_OK = 0
 EXIT_INPUT_ERROR = 2          # bad arguments, unreadable suite, unknown model or metric
@@ -91,6 +92,7 @@ def add_run_parser(sub) -> None:
     parser.add_argument("--max-clip-seconds", type=float, default=DEFAULT_MAX_CLIP_SECONDS,
                         help="refuse (record as failed) any clip that plays longer than this many seconds "
                              "(default %(default)g)")
+    add_weights_arguments(parser)
     parser.set_defaults(handler=cmd_run)
 
 
@@ -109,6 +111,7 @@ def _metric_names() -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from mheval.runner import RunRequest, run
 
+    apply_weights_arguments(args)
     request = RunRequest(
         suite=args.suite,
         models=_split_models(args.models or list(DEFAULT_MODELS)),
@@ -213,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (add_run_parser, add_generate_parser, add_report_parser, add_compare_parser, add_suites_parser,
-                add_validate_parser, add_gate_parser, add_baseline_parser, add_dashboard_parser, add_review_parser, add_listing_parsers):
+                add_validate_parser, add_gate_parser, add_baseline_parser, add_dashboard_parser, add_review_parser,
+                add_listing_parsers, add_weights_parser):
         add(sub)
     return parser
 

@@ -4,6 +4,9 @@ import pytest
 
 # Keep the converted Whisper checkpoint and other caches in one place for the whole test session.
 os.environ.setdefault("MHEVAL_CACHE", os.path.expanduser("~/.cache/mheval"))
+# Tests never reach the real Hugging Face hub (hub weights of CLIP, SyncNet, Whisper large-v3); tests/test_weights.py
+# serves a hub of its own on 127.0.0.1 and turns this off where it fetches from it.
+os.environ.setdefault("MHEVAL_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -53,23 +53,25 @@ def metric(name, checkpoint, **options):
     return create_metric(name, model=TINY, pretrained=str(checkpoint), **options)
 
 
-def test_default_weights_missing_is_unavailable_with_instructions(tmp_path, no_network):
+def test_default_weights_missing_offline_are_unavailable_with_instructions(tmp_path, no_network, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))     # an empty hub cache; the test session is offline (conftest)
     for name in ("clip_score", "clip_iqa"):
-        reason = create_metric(name, cache_dir=str(tmp_path)).unavailable()
-        assert "ViT-B-32/laion2b_s34b_b79k" in reason and "not in open_clip's cache" in reason
-        assert f"{name}.pretrained=" in reason
+        reason = create_metric(name).unavailable()
+        assert reason.startswith("CLIP weights ViT-B-32/laion2b_s34b_b79k: "
+                                 "laion/CLIP-ViT-B-32-laion2B-s34B-b79K@1a25a446712b is not in")
+        assert "offline" in reason and "mheval weights fetch DIR" in reason and f"{name}.pretrained=" in reason
 
 
-def test_weights_in_the_hub_cache_are_found_offline(tmp_path, no_network):
-    repo = tmp_path / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+def test_weights_of_another_tag_in_the_hub_cache_are_found_offline(tmp_path, no_network):
+    repo = tmp_path / "models--laion--CLIP-ViT-B-32-DataComp.XL-s13B-b90K"
     snapshot = repo / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("abc123")
     (snapshot / "open_clip_model.safetensors").write_bytes(b"weights")
-    found = cached_checkpoint("ViT-B-32", "laion2b_s34b_b79k", str(tmp_path))
+    found = cached_checkpoint("ViT-B-32", "datacomp_xl_s13b_b90k", str(tmp_path))
     assert found == snapshot / "open_clip_model.safetensors"
-    assert create_metric("clip_score", cache_dir=str(tmp_path)).unavailable() is None
+    assert create_metric("clip_score", pretrained="datacomp_xl_s13b_b90k", cache_dir=str(tmp_path)).unavailable() is None
 
 
 def test_bad_path_or_tag_is_unavailable(tmp_path):
@@ -134,10 +136,12 @@ def test_run_reports_text_alignment_unavailable_then_scores_it_with_a_local_chec
     monkeypatch.setenv("COLUMNS", "250")
     common = ["run", "--suite", "smoke", "--limit", "1", "--languages", "en", "--out", str(tmp_path / "run"),
               "--metrics", "sync,brisque,technical,clip_score", "--no-progress"]
-    assert main([*common, "--metric-option", f"clip_score.cache_dir={tmp_path / 'empty'}"]) == 0
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))   # the pinned default is not here, and we are offline
+    assert main(common) == 0
     out = capsys.readouterr().out
     assert all(column in out for column in ("sync →0", "brisque ↓", "technical ↓"))
-    assert "clip_score: unavailable: CLIP weights ViT-B-32/laion2b_s34b_b79k are not in open_clip's cache" in out
+    assert ("clip_score: unavailable: CLIP weights ViT-B-32/laion2b_s34b_b79k: "
+            "laion/CLIP-ViT-B-32-laion2B-s34B-b79K@1a25a446712b is not in") in out
     assert main([*common, "--metric-option", f"clip_score.model={TINY}",
                  "--metric-option", f"clip_score.pretrained={checkpoint}"]) == 0
     out = capsys.readouterr().out

@@ -29,7 +29,7 @@ from functools import cache
 
 import numpy as np
 
-from mheval.asr.weights import weights_identity
+from mheval.asr.weights import CONVERTER_VERSION, weights_identity
 from mheval.languages import language as language_info
 from mheval.manifest import installed_version
 
@@ -126,8 +126,6 @@ def asr_identity(settings: ASRSettings) -> dict:
         else (("openai_whisper", "openai-whisper"), ("torch", "torch"))
     weights = weights_identity(s.model, s.engine)
     if s.engine == "openai-whisper" and s.model == "base":
-        from mheval.asr.ct2_convert import CONVERTER_VERSION
-
         weights = {**weights, "converter_version": CONVERTER_VERSION}
     return {
         **weights,

@@ -29,10 +29,9 @@ import numpy as np
 import torch
 from whisper.model import ModelDimensions
 
-from mheval.asr.weights import BASE_MODEL_PARTS, BASE_VERSION, base_config, cache_dir, source_bytes
+from mheval.asr.weights import (BASE_MODEL_PARTS, BASE_VERSION, CONVERTER_VERSION, base_config, cache_dir,
+                                source_bytes)
 from mheval.files import sha256_file, write_bytes_atomic
-
-CONVERTER_VERSION = 1  # bump when the conversion changes; the cache file name carries it
 
 CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 

@@ -6,14 +6,16 @@ import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from mheval.asr import SAMPLE_RATE, ASR, ASRSettings
-from mheval.asr.weights import base_folder
+from mheval.asr.weights import base_folder, hub_weights_for
+from mheval.weights import resolve
 
 
 class FasterWhisperASR(ASR):
     def __init__(self, settings: ASRSettings):
         super().__init__(settings)
         s = self.settings
-        folder = str(base_folder()) if s.model == "base" else s.model
+        hub = hub_weights_for(s.model, s.engine)
+        folder = str(base_folder() if s.model == "base" else resolve(hub) if hub else s.model)
         # cpu_threads=0 leaves CTranslate2's default (OMP_NUM_THREADS, else 4), as plain faster-whisper does.
         self.model = WhisperModel(folder, device=s.device, compute_type=s.compute_type)
         tokenizer = self.model.hf_tokenizer

@@ -12,13 +12,10 @@ from whisper.model import ModelDimensions, Whisper
 from whisper.tokenizer import get_tokenizer
 
 from mheval.asr import ASR, ASRSettings
+from mheval.asr.ct2_convert import base_checkpoint_path
+from mheval.asr.weights import openai_model_url
 
 N_SAMPLES, N_FRAMES, HOP_LENGTH = whisper.audio.N_SAMPLES, whisper.audio.N_FRAMES, whisper.audio.HOP_LENGTH
-
-
-def openai_model_url(name: str) -> str | None:
-    """The download URL (with the sha256 openai-whisper checks) of one of its model names, or None."""
-    return whisper._MODELS.get(name)
 
 
 def load_checkpoint(path: Path, device: str) -> Whisper:
@@ -32,8 +29,6 @@ def load_checkpoint(path: Path, device: str) -> Whisper:
 
 def load_model(name: str, device: str) -> Whisper:
     if name == "base":
-        from mheval.asr.ct2_convert import base_checkpoint_path
-
         return load_checkpoint(base_checkpoint_path(), device)
     if openai_model_url(name):
         return whisper.load_model(name, device=device)

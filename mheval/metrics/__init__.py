@@ -11,6 +11,8 @@ that ships it (see `mheval.registry`). The runner asks every metric for:
   class validates `--metric-option` values against it (a typo is an error naming the valid options) and keeps the
   typed instance as `self.settings`.
 - `config()`: options that change results (part of the cache key); `weights()`: weight files with their sha256.
+- `hub_weights`: the pinned Hugging Face hub weights a learned metric fetches on first use when no local path is
+  given (`mheval.weights`; listed by `mheval weights`); `hub_folder()` finds or fetches them.
 - `unavailable()`: None, or why the metric cannot run here and how to make it run (reported once per run).
 - `score(clip)`: a dict of field values for one clip; raise `NotApplicable` when the clip has nothing to measure
   (no face, no speech), which is recorded as such, never as a number.
@@ -34,6 +36,7 @@ that ships it (see `mheval.registry`). The runner asks every metric for:
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,8 +52,10 @@ from mheval.resources import Resources
 from mheval.status import Status
 from mheval.stats import Estimate, bootstrap
 from mheval.suites import SuiteItem
+from mheval.weights import HubWeights, WeightsUnavailable, resolve
 
 # The daVinci-MagiHuman paper's leaderboard columns, in its order; a metric names its own in `paper_column`.
+HUB_RETRY_SECONDS = 60.0   # how long a metric remembers that its hub weights could not be had
 PAPER_COLUMNS = ("visual quality", "text alignment", "physical consistency", "WER", "sync", "speed")
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
@@ -106,11 +111,14 @@ class Metric:
     resources: ClassVar[Resources] = Resources()
     worker_group: ClassVar[str] = "shared"
     options_class: ClassVar[type] = NoOptions
+    hub_weights: ClassVar[HubWeights | None] = None
 
     def __init__(self, **options: Any):
         self.options = options
         self.settings = parse_options(self.options_class, options, owner=f"metric {self.name}")
         self._weights: list[WeightFile] | None = None
+        self._hub_folder: Path | None = None
+        self._hub_failure: tuple[float, WeightsUnavailable] | None = None
 
     def config(self) -> dict[str, Any]:
         return dict(self.options)
@@ -127,6 +135,21 @@ class Metric:
         if self._weights is None:
             self._weights = [WeightFile.of(path) for path in self.weight_paths()]
         return self._weights
+
+    def hub_folder(self) -> Path:
+        """The local snapshot of `hub_weights`, found or fetched once per instance under the environment's policy
+        (`mheval.weights.WeightsPolicy`). Raises `WeightsUnavailable`; a failure is remembered for a minute, so the
+        calls of one run (availability, config, weights) ask an unreachable hub once, and a later run asks again."""
+        if self._hub_folder is not None:
+            return self._hub_folder
+        if self._hub_failure is not None and time.monotonic() - self._hub_failure[0] < HUB_RETRY_SECONDS:
+            raise self._hub_failure[1]
+        try:
+            self._hub_folder = resolve(self.hub_weights)
+        except WeightsUnavailable as error:
+            self._hub_failure = (time.monotonic(), error)
+            raise
+        return self._hub_folder
 
     def unavailable(self) -> str | None:
         return None

@@ -15,9 +15,11 @@ pairs), the softmax probability of the positive prompt with the model's logit sc
 is better.
 
 Weights: `model` is an open_clip model name, `pretrained` an open_clip pretrained tag or the path of a local
-checkpoint. The default, ViT-B-32 / laion2b_s34b_b79k, is what open_clip downloads for users with internet; mheval
-never downloads: without the file in open_clip's caches (Hugging Face hub cache, ~/.cache/clip) or at the given path
-the metrics report "unavailable" with how to provide it. The lookup reads the local caches only.
+checkpoint (a path always wins). The default, ViT-B-32 / laion2b_s34b_b79k, is pinned on the Hugging Face hub
+(`CLIP_WEIGHTS`: repository, commit, file, sha256) and fetched on first use when the machine is online, or read
+from `--weights-dir` / the hub cache (see `mheval.weights`). Any other open_clip tag is looked up in open_clip's
+local caches only (Hugging Face hub cache, ~/.cache/clip), never downloaded; without it the metrics report
+"unavailable" with how to provide it.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from mheval.metrics import ClipContext, Metric, register
+from mheval.weights import HubFile, HubWeights, WeightsUnavailable
 
 QUALITY_PAIRS = {
     "clip_iqa": ("Good photo.", "Bad photo."),
@@ -39,6 +42,18 @@ QUALITY_PAIRS = {
 }
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 CLIP_SHORT_SIDE = 224
+# laion's release of the open_clip ViT-B-32 / laion2b_s34b_b79k weights, the file open_clip itself fetches for this
+# tag. The revision, size and sha256 of open_clip_model.safetensors are the ones several public projects that pin
+# this snapshot record (and the same revision's open_clip_pytorch_model.bin has the sha256 the hub lists for it,
+# 1bd3c717…, on its LFS page); not downloaded from here.
+CLIP_WEIGHTS = HubWeights(
+    repo="laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+    revision="1a25a446712ba5ee05982a381eed697ef9b435cf",
+    files=(HubFile("open_clip_model.safetensors",
+                   "ac4f8c4b88af6d963118cbf40ad93176d092abbedfcb752601ae1866352656e6", 605_143_316),),
+    licence="MIT (model card); trained on LAION-2B",
+    provenance="revision and sha256 from public projects pinning this snapshot; not downloaded here",
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +61,7 @@ class ClipConfig:
     model: str = "ViT-B-32"
     pretrained: str = "laion2b_s34b_b79k"  # open_clip tag, or a local checkpoint path
     frames_per_second: float = 1.0        # ViT-B-32 costs ~0.2 s per frame on 2 CPU cores
-    cache_dir: str = ""                    # open_clip's cache_dir, if the user downloaded with one
+    cache_dir: str = ""                    # open_clip's cache_dir for tags other than the pinned default
 
 
 def is_path(pretrained: str) -> bool:
@@ -149,15 +164,28 @@ class ClipMetric(Metric):
 
     inputs = ("video",)
     options_class = ClipConfig
+    hub_weights = CLIP_WEIGHTS
+    hub_model = ("ViT-B-32", "laion2b_s34b_b79k")   # the open_clip model and tag that `hub_weights` are
 
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)
+
+    def uses_hub(self) -> bool:
+        return (self.settings.model, self.settings.pretrained) == self.hub_model
+
+    def hub_checkpoint(self) -> Path:
+        return self.hub_folder() / self.hub_weights.files[0].path
 
     def checkpoint(self) -> Path | None:
         s = self.settings
         if is_path(s.pretrained):
             path = Path(s.pretrained).expanduser()
             return path if path.is_file() else None
+        if self.uses_hub():
+            try:
+                return self.hub_checkpoint()
+            except WeightsUnavailable:
+                return None
         return cached_checkpoint(s.model, s.pretrained, s.cache_dir)
 
     def unavailable(self) -> str | None:
@@ -170,14 +198,22 @@ class ClipMetric(Metric):
             return None if self.checkpoint() else (
                 f"CLIP checkpoint {s.pretrained} does not exist; pass an existing file with "
                 f"--metric-option {self.name}.pretrained=PATH")
+        if self.uses_hub():
+            try:
+                self.hub_checkpoint()
+            except WeightsUnavailable as error:
+                return (f"CLIP weights {s.model}/{s.pretrained}: {error}; or pass a local checkpoint with "
+                        f"--metric-option {self.name}.pretrained=/path/to/open_clip_model.safetensors")
+            return None
         if s.pretrained not in open_clip.list_pretrained_tags_by_model(s.model):
             return (f"open_clip knows no pretrained tag {s.pretrained!r} for {s.model}; "
                     f"known: {', '.join(open_clip.list_pretrained_tags_by_model(s.model)) or 'none'}")
         if self.checkpoint() is None:
             return (f"CLIP weights {s.model}/{s.pretrained} are not in open_clip's cache (Hugging Face hub cache or "
-                    f"~/.cache/clip) and mheval does not download. Provide them: on a machine with internet run "
-                    f"python -c \"import open_clip; open_clip.create_model_and_transforms('{s.model}', "
-                    f"pretrained='{s.pretrained}')\" (fills the cache), or pass a local checkpoint with "
+                    f"~/.cache/clip); mheval fetches only the pinned default ({'/'.join(self.hub_model)}). Provide "
+                    f"them: on a machine with internet run python -c \"import open_clip; "
+                    f"open_clip.create_model_and_transforms('{s.model}', pretrained='{s.pretrained}')\" (fills the "
+                    f"cache), or pass a local checkpoint with "
                     f"--metric-option {self.name}.pretrained=/path/to/open_clip_model.safetensors")
         return None
 

@@ -1,4 +1,8 @@
-"""SyncNet LSE-C / LSE-D: the lip-sync numbers talking-head papers report, from a local `syncnet_v2.model`.
+"""SyncNet LSE-C / LSE-D: the lip-sync numbers talking-head papers report, from `syncnet_v2.model`.
+
+Weights: `syncnet.checkpoint=PATH` (a local file wins), else the pinned copy on the Hugging Face hub
+(`SYNCNET_WEIGHTS`), fetched on first use when online or read from `--weights-dir` / the hub cache
+(`mheval.weights`).
 
 Follows the public syncnet_python pipeline (run_pipeline.py, SyncNetInstance.py) step by step:
 
@@ -41,6 +45,7 @@ import numpy as np
 from mheval.media import ASR_SAMPLE_RATE, ClipMedia
 from mheval.metrics import ClipContext, Metric, NotApplicable, register
 from mheval.metrics.sync import CASCADE_NAME, DETECT_SHORT_SIDE, detect_faces, find_cascade, load_cascade
+from mheval.weights import HubFile, HubWeights, WeightsUnavailable
 
 SYNCNET_FPS = 25
 CROP_SIZE = 224
@@ -52,11 +57,23 @@ MFCC_PER_FRAME = 4            # 100 MFCC columns per second / 25 frames per seco
 MFCC_WINDOW = 20
 SAMPLES_PER_FRAME = ASR_SAMPLE_RATE // SYNCNET_FPS   # 640
 EXTRA = "judges"
+# syncnet_python's syncnet_v2.model (the file its download_model.sh fetches from robots.ox.ac.uk), as LatentSync's
+# checkpoint repository mirrors it. The sha256 is the one the hub lists on the file's LFS page, and an independent
+# mirror (lithiumice/models_hub_2, syncnet/syncnet_v2.model) lists the same; the revision is one whose auxiliary/
+# folder holds the files of the "Upload checkpoints" commit. Not downloaded from here.
+SYNCNET_WEIGHTS = HubWeights(
+    repo="chunyu-li/LatentSync",
+    revision="076ac7b2e5fdaeb8e8415d297fc750ab5be2ba61",
+    files=(HubFile("auxiliary/syncnet_v2.model", "961e8696f888fce4f3f3a6c3d5b3267cf5b343100b238e79b2659bff2c605442"),),
+    licence="MIT (joonson/syncnet_python, whose weights these are); the mirror repository is Apache-2.0",
+    provenance="sha256 from the hub's LFS page of the file, matched by a second mirror; not downloaded here",
+)
 
 
 @dataclass(frozen=True)
 class SyncNetConfig:
-    checkpoint: str = field(default="", metadata={"help": "path of syncnet_v2.model (syncnet_python's weights)"})
+    checkpoint: str = field(default="", metadata={
+        "help": "path of syncnet_v2.model (syncnet_python's weights); empty: the pinned hub copy (mheval weights)"})
     min_track: int = field(default=50, metadata={
         "help": "a face track needs more frames than this (syncnet_python: 100, which gives clips under 4 s no "
                 "score; LatentSync's and MoChaBench's evaluators: 50)"})
@@ -299,6 +316,7 @@ class SyncNetLse(Metric):
     description = ("SyncNet LSE-C (confidence, higher better) and LSE-D (distance, lower better) from a local "
                    "syncnet_v2.model, syncnet_python's pipeline at 25 fps; offset_ms > 0 = audio lags video")
     options_class = SyncNetConfig
+    hub_weights = SYNCNET_WEIGHTS
 
     def config(self) -> dict[str, Any]:
         settings = asdict(self.settings)
@@ -315,16 +333,30 @@ class SyncNetLse(Metric):
         if find_cascade() is None:
             return f"{CASCADE_NAME} not found; install Debian's opencv-data (apt-get install opencv-data)"
         if not self.settings.checkpoint:
-            return ("no SyncNet weights given: pass --metric-option syncnet.checkpoint=/path/to/syncnet_v2.model "
-                    "(the weights syncnet_python's download_model.sh fetches)")
+            try:
+                self.hub_folder()
+            except WeightsUnavailable as error:
+                return (f"SyncNet weights: {error}; or pass --metric-option syncnet.checkpoint=/path/to/"
+                        f"syncnet_v2.model (the weights syncnet_python's download_model.sh fetches)")
+            return None
         if not Path(self.settings.checkpoint).expanduser().is_file():
             return (f"SyncNet checkpoint {self.settings.checkpoint} does not exist; pass an existing file with "
                     f"--metric-option syncnet.checkpoint=PATH")
         return None
 
+    def checkpoint_path(self) -> Path | None:
+        """The explicit checkpoint, else the pinned hub copy (found or fetched); None when neither is there."""
+        if self.settings.checkpoint:
+            path = Path(self.settings.checkpoint).expanduser()
+            return path if path.is_file() else None
+        try:
+            return self.hub_folder() / self.hub_weights.files[0].path
+        except WeightsUnavailable:
+            return None
+
     def weight_paths(self) -> list[Path]:
-        path = Path(self.settings.checkpoint).expanduser() if self.settings.checkpoint else None
-        return [path] if path and path.is_file() else []
+        path = self.checkpoint_path()
+        return [path] if path else []
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
         media, cfg = clip.media, self.settings
@@ -335,7 +367,10 @@ class SyncNetLse(Metric):
         if not tracks:
             raise NotApplicable(f"no face track of more than {cfg.min_track} frames with a mean side above "
                                 f"{cfg.min_face_size:.0f} px in {len(source)} frames at 25 fps")
-        model = load_syncnet(Path(cfg.checkpoint).expanduser().resolve(), cfg.device)
+        checkpoint = self.checkpoint_path()
+        if checkpoint is None:
+            raise RuntimeError(self.unavailable())
+        model = load_syncnet(checkpoint.resolve(), cfg.device)
         audio = int16_scale(aligned_audio(media, times[0]))
         results = []
         for track, crops in zip(tracks, crop_tracks(media, source, tracks)):

@@ -1,6 +1,8 @@
 """VideoScore2: the judge whose three 1–5 outputs are the paper's visual quality, text alignment and physical
-consistency columns. A Qwen2.5-VL model, loaded with transformers from a local directory (a copy of the
-TIGER-Lab/VideoScore2 model repository); mheval never downloads it.
+consistency columns. A Qwen2.5-VL model, loaded with transformers from `videoscore2.model_dir` (a local copy of
+the TIGER-Lab/VideoScore2 model repository; it wins) or else from the hub (`VIDEOSCORE2_WEIGHTS`, fetched on first
+use when online, or read from `--weights-dir` / the hub cache, see `mheval.weights`). No revision or sha256 of it
+could be found from public records here, so the hub copy is used only with `--allow-unpinned`.
 
 How a clip is judged (upstream's model card and inference script, except where noted):
 - Prompt: the model card's `VS2_QUERY_TEMPLATE` with the item's prompt (by default its visual part, the main body:
@@ -33,6 +35,7 @@ import numpy as np
 
 from mheval.media import ClipMedia
 from mheval.metrics import ClipContext, Metric, NotApplicable, register
+from mheval.weights import HubFile, HubWeights, WeightsUnavailable
 
 DIMENSIONS = {  # field → the label the judge writes
     "visual_quality": "visual quality",
@@ -65,6 +68,18 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 PARSE_FAILURE_CODE = "judge_parse_failure"
+# The released judge. Its commit, file list and sha256 were not found in any public record reachable from here
+# (the model card names the repository only), so nothing is pinned: `--allow-unpinned` takes the repository's
+# main branch, and the sha256 of the files that arrive go into the score key and manifest. Pin it by filling in
+# `revision` and each shard's sha256 (the hub's LFS page of each file lists it).
+VIDEOSCORE2_WEIGHTS = HubWeights(
+    repo="TIGER-Lab/VideoScore2",
+    revision=None,
+    files=(HubFile("config.json"),),
+    licence="Apache-2.0 (model card); base model Qwen2.5-VL-7B-Instruct (Apache-2.0)",
+    provenance="repository from the model card; revision and sha256 not found from here",
+    extra_patterns=("*.json", "*.safetensors", "*.txt", "*.jinja"),
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +97,8 @@ class JudgeDetail:
 @dataclass(frozen=True)
 class VideoScore2Config:
     model_dir: str = field(default="", metadata={"help": "local directory of the VideoScore2 model (config.json, "
-                                                         "weights, processor and tokenizer files)"})
+                                                         "weights, processor and tokenizer files); empty: the hub "
+                                                         "copy (needs --allow-unpinned, see mheval weights)"})
     fps: float = field(default=2.0, metadata={"help": "frames per second sampled for the judge (upstream: 2.0)"})
     max_new_tokens: int = field(default=1024, metadata={"help": "generation budget (upstream: 1024)"})
     prompt_part: str = field(default="visual", metadata={
@@ -237,9 +253,14 @@ class VideoScore2(Metric):
                    "physical consistency 1-5 and probability-weighted soft scores; greedy; raw output kept")
     options_class = VideoScore2Config
 
+    hub_weights = VIDEOSCORE2_WEIGHTS
+
     @property
     def model_dir(self) -> Path:
-        return Path(self.settings.model_dir).expanduser()
+        """The explicit `model_dir`, else the hub snapshot (found or fetched; raises `WeightsUnavailable`)."""
+        if self.settings.model_dir:
+            return Path(self.settings.model_dir).expanduser()
+        return self.hub_folder()
 
     def config(self) -> dict[str, Any]:
         settings = asdict(self.settings)
@@ -248,21 +269,26 @@ class VideoScore2(Metric):
         return {**settings, "decoding": "greedy", "weights_sha256": [w.sha256 for w in self.weights()]}
 
     def unavailable(self) -> str | None:
-        if not self.settings.model_dir:
-            return ("no VideoScore2 model given: pass --metric-option videoscore2.model_dir=/path/to/VideoScore2 "
-                    "(a local copy of the TIGER-Lab/VideoScore2 model repository)")
-        if not (self.model_dir / "config.json").is_file():
-            return (f"{self.model_dir} is not a model directory (no config.json); pass the VideoScore2 model "
+        try:
+            model_dir = self.model_dir
+        except WeightsUnavailable as error:
+            return (f"VideoScore2 weights: {error}; or pass --metric-option videoscore2.model_dir=/path/to/"
+                    f"VideoScore2 (a local copy of the TIGER-Lab/VideoScore2 model repository)")
+        if not (model_dir / "config.json").is_file():
+            return (f"{model_dir} is not a model directory (no config.json); pass the VideoScore2 model "
                     f"directory with --metric-option videoscore2.model_dir=PATH")
         if not self._weight_files():
-            return f"{self.model_dir} has no weight files (*.safetensors or *.bin)"
+            return f"{model_dir} has no weight files (*.safetensors or *.bin)"
         return None
 
     def _weight_files(self) -> list[Path]:
         return sorted(path for path in self.model_dir.iterdir() if path.suffix in WEIGHT_SUFFIXES)
 
     def weight_paths(self) -> list[Path]:
-        ready = self.settings.model_dir and (self.model_dir / "config.json").is_file()
+        try:
+            ready = (self.model_dir / "config.json").is_file()
+        except WeightsUnavailable:
+            return []
         return self._weight_files() if ready else []
 
     def score(self, clip: ClipContext) -> dict[str, Any]:

@@ -13,9 +13,11 @@ from typing import Any
 
 from mheval.asr.identity import ASRIdentity
 from mheval.asr import ASRSettings, DecodingConfig, asr_identity, cuda_unavailable, load_asr
+from mheval.asr.weights import WHISPER_LARGE_V3, hub_weights_for
 from mheval.languages import language
 from mheval.metrics import ClipContext, Metric, WeightFile, register
 from mheval.metrics.normalize import NORMALIZER_VERSION, error_counts, normalize
+from mheval.weights import WeightsUnavailable, resolve
 
 DECODING_DEFAULTS = DecodingConfig()
 
@@ -44,8 +46,9 @@ class WerDetail:
 @dataclass(frozen=True)
 class WerConfig:
     """`--metric-option wer.KEY=VALUE`; each one changes how the model is loaded or how it decodes."""
-    asr: str = field(default="base", metadata={"help": "Whisper model: base (offline, PyPI), a CTranslate2 folder; "
-                                                       "with engine=openai-whisper also a .pt file or a model name"})
+    asr: str = field(default="base", metadata={"help": "Whisper model: base (offline, PyPI), large-v3 (pinned on the "
+                                                       "hub, fetched on first use), a CTranslate2 folder; with "
+                                                       "engine=openai-whisper also a .pt file or a model name"})
     engine: str = field(default="faster-whisper", metadata={"help": "faster-whisper (CTranslate2) or openai-whisper"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     compute_type: str = field(default="default", metadata={
@@ -88,6 +91,7 @@ class WordErrorRate(Metric):
     detail_class = WerDetail
     description = "Whisper transcript vs the dialogue; character level for zh/yue/ja/ko (CER), corpus-level summary"
     options_class = WerConfig
+    hub_weights = WHISPER_LARGE_V3   # what wer.asr=large-v3 fetches (faster-whisper)
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -113,7 +117,15 @@ class WordErrorRate(Metric):
         return [WeightFile(identity["path"], identity["sha256"])]
 
     def unavailable(self) -> str | None:
-        return cuda_unavailable(self.asr_settings)
+        s = self.asr_settings
+        hub = hub_weights_for(s.model, s.engine)
+        if hub is not None:
+            try:
+                resolve(hub)
+            except WeightsUnavailable as error:
+                return (f"Whisper {s.model} weights: {error}; or pass a CTranslate2 Whisper folder with "
+                        f"--metric-option wer.asr=PATH")
+        return cuda_unavailable(s)
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
         item = clip.item
