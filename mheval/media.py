@@ -15,6 +15,7 @@ too, never a shorter clip scored as if whole.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -143,6 +144,28 @@ def _seconds(frame: av.VideoFrame, index: int, stream, path: Path | str) -> floa
     if not rate:
         raise MediaError(path, "video frames carry no timestamps and the stream no frame rate")
     return index / rate
+
+
+def move_index_to_front(path: Path | str) -> None:
+    """Rewrite an mp4 in place with its index (moov) before the media data, the same packets copied ("faststart"):
+    a browser then reads it front to back, instead of first asking for the index at an offset that is the clip's
+    own media length."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.index-first.mp4")
+    try:
+        with open_media(path) as source, av.open(str(partial), "w", format="mp4",
+                                                 options={"movflags": "faststart"}) as target:
+            streams = {stream.index: target.add_stream_from_template(stream)
+                       for stream in (*source.streams.video, *source.streams.audio)}
+            for packet in source.demux(*source.streams.video, *source.streams.audio):
+                if packet.dts is not None:   # the demuxer's end-of-stream marker
+                    packet.stream = streams[packet.stream.index]
+                    target.mux(packet)
+        os.replace(partial, path)
+    except av.FFmpegError as err:
+        raise MediaError(path, f"cannot be rewritten with its index first ({err})") from err
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def analysis_size(width: int, height: int, short_side: int | None, enlarge: bool = True) -> tuple[int, int]:

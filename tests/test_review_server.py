@@ -53,6 +53,8 @@ def test_every_media_file_of_a_study_has_one_length_and_still_decodes(study):
     assert len(files) == len(clips) >= 4 and len({path.stat().st_size for path in files}) == 1
     for clip in clips.itertuples():   # the padding is a box players skip: the clip plays as long as before
         assert abs(probe(study.media_dir / clip.media_name).video_seconds - clip.seconds) < 0.2
+        data = (study.media_dir / clip.media_name).read_bytes()
+        assert data.index(b"moov") < data.index(b"mdat") < data.rindex(b"free")   # index first, padded at the end
     assert study.even_out_media() == 0                              # idempotent
     with open(files[0], "ab") as handle:                            # a study made before media were evened out
         handle.write(b"\0\0\0\x10free" + bytes(8))

@@ -531,12 +531,18 @@ class StudyStore:
 
     def even_out_media(self) -> int:
         """Make every file in media/ the same length, so no response size tells clips apart (an identical-pair catch
-        trial, a frozen copy that compresses to little, one model's clips that run longer): each shorter file gets
-        an mp4 `free` box at its end, which players skip. Idempotent; returns how many files it padded."""
+        trial, a frozen copy that compresses to little, one model's clips that run longer): each file is rewritten
+        with its index first (else the browser's first range request would start at the clip's own media length)
+        and padded with an mp4 `free` box at its end, which players skip. Idempotent; returns how many files it
+        padded."""
+        from mheval.media import move_index_to_front
+
         files = sorted(path for path in self.media_dir.glob("*.mp4") if not path.name.startswith("."))
-        sizes = {path: path.stat().st_size for path in files}
-        if len(set(sizes.values())) <= 1:
+        if len({path.stat().st_size for path in files}) <= 1:
             return 0
+        for path in files:
+            move_index_to_front(path)
+        sizes = {path: path.stat().st_size for path in files}
         target = max(sizes.values()) + FREE_BOX_HEADER   # even the largest file has room for a box header
         for path, size in sizes.items():
             if size < target:
