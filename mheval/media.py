@@ -9,10 +9,13 @@ asks for (`ClipMedia.frames`), so no full-resolution array of the whole clip is 
 audio (64 kB per second) is kept whole.
 
 Every reader raises `MediaError` naming the file and the problem, so a damaged clip becomes one recorded failure
-instead of a crash of the whole run; a stream the clip does not have raises `NotApplicable`.
+instead of a crash of the whole run; a stream the clip does not have raises `NotApplicable`. A clip that decodes to
+far fewer frames or samples than its container declares (a truncated file whose index survived) is such a failure
+too, never a shorter clip scored as if whole.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +28,9 @@ import numpy as np
 from model.video_io import MediaError, open_media, read_audio_stream, write_mp4  # noqa: F401
 
 ASR_SAMPLE_RATE = 16_000
+# A clip whose streams decode to less than this share of the frames or samples its container declares is cut short
+# (a truncated download or copy whose index survived): scoring what is left would present a fragment as the clip.
+DECLARED_SHARE_REQUIRED = 0.9
 
 
 class NotApplicable(Exception):
@@ -70,6 +76,7 @@ def probe(path: Path | str) -> MediaInfo:
         if not container.streams.video and not container.streams.audio:
             raise MediaError(path, "no audio or video stream")
         streams = [*container.streams.video[:1], *container.streams.audio[:1]]
+        declared_frames, declared_samples = _declared_lengths(container)
         for stream in streams:
             stream.thread_type = "AUTO"
         times, size, samples, audio_start, sample_rate = [], (0, 0), 0, None, 0
@@ -90,6 +97,7 @@ def probe(path: Path | str) -> MediaInfo:
         raise MediaError(path, "video stream has no frames")
     if has_audio and not samples:
         raise MediaError(path, "audio stream has no samples")
+    _check_declared_lengths(path, len(times), declared_frames, samples, declared_samples)
     times = np.sort(np.array(times))
     fps = frame_rate(times, nominal) if has_video else 0.0
     return MediaInfo(
@@ -99,6 +107,28 @@ def probe(path: Path | str) -> MediaInfo:
         audio_sample_rate=sample_rate, audio_start=float(audio_start or 0.0),
         audio_seconds=samples / sample_rate if has_audio else 0.0,
     )
+
+
+def _declared_lengths(container) -> tuple[int, int]:
+    """(video frames, audio samples) the container's index declares for the first streams; 0 where it says nothing
+    (mp4 declares both; Matroska and WebM often neither)."""
+    frames = container.streams.video[0].frames if container.streams.video else 0
+    samples = 0
+    if container.streams.audio:
+        audio = container.streams.audio[0]
+        if audio.duration and audio.time_base and audio.sample_rate:
+            samples = round(audio.duration * audio.time_base * audio.sample_rate)
+    return frames, samples
+
+
+def _check_declared_lengths(path: Path | str, frames: int, declared_frames: int, samples: int,
+                            declared_samples: int) -> None:
+    """MediaError when a stream decodes to far less than its container declares (`DECLARED_SHARE_REQUIRED`)."""
+    short = [f"{decoded} of the {declared} {unit} it declares" for decoded, declared, unit in
+             ((frames, declared_frames, "video frames"), (samples, declared_samples, "audio samples"))
+             if declared and decoded < DECLARED_SHARE_REQUIRED * declared]
+    if short:
+        raise MediaError(path, f"clip is cut short (truncated file?): decodes {' and '.join(short)}")
 
 
 def _nominal_rate(stream) -> float:
@@ -114,6 +144,28 @@ def _seconds(frame: av.VideoFrame, index: int, stream, path: Path | str) -> floa
     if not rate:
         raise MediaError(path, "video frames carry no timestamps and the stream no frame rate")
     return index / rate
+
+
+def move_index_to_front(path: Path | str) -> None:
+    """Rewrite an mp4 in place with its index (moov) before the media data, the same packets copied ("faststart"):
+    a browser then reads it front to back, instead of first asking for the index at an offset that is the clip's
+    own media length."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.index-first.mp4")
+    try:
+        with open_media(path) as source, av.open(str(partial), "w", format="mp4",
+                                                 options={"movflags": "faststart"}) as target:
+            streams = {stream.index: target.add_stream_from_template(stream)
+                       for stream in (*source.streams.video, *source.streams.audio)}
+            for packet in source.demux(*source.streams.video, *source.streams.audio):
+                if packet.dts is not None:   # the demuxer's end-of-stream marker
+                    packet.stream = streams[packet.stream.index]
+                    target.mux(packet)
+        os.replace(partial, path)
+    except av.FFmpegError as err:
+        raise MediaError(path, f"cannot be rewritten with its index first ({err})") from err
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def analysis_size(width: int, height: int, short_side: int | None, enlarge: bool = True) -> tuple[int, int]:

@@ -123,3 +123,16 @@ def test_noise_like_video_encodes_to_the_same_bytes_every_time(tmp_path):
         write_mp4(tmp_path / f"{attempt}.mp4", result.frames, result.fps, result.audio, result.sample_rate)
         digests.add(hashlib.sha256((tmp_path / f"{attempt}.mp4").read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+def test_moving_the_index_to_the_front_keeps_every_packet(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    write_mp4(clip, _frames(30), 25, 0.3 * np.sin(np.arange(RATE) / 7).astype(np.float32), RATE, audio_start=0.2)
+    before, audio = probe(clip), read_audio(clip)
+    data = clip.read_bytes()
+    assert data.index(b"moov") > data.index(b"mdat")               # the writer puts the index last
+    media.move_index_to_front(clip)
+    data = clip.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")
+    assert probe(clip) == before and np.array_equal(read_audio(clip), audio)
+    assert not list(tmp_path.glob(".*"))                           # no temporary file left behind

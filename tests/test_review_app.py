@@ -53,7 +53,7 @@ def answer(test: AppTest, verdicts: dict[str, str]) -> AppTest:
     return test
 
 
-def test_the_sign_in_page_locks_out_a_token_guesser(study):
+def test_the_sign_in_page_locks_out_a_token_guesser(study, caplog):
     token = study.invite("ana", [])
     test = open_app()
     for guess in range(SIGN_IN_FAILURES_ALLOWED):
@@ -65,6 +65,9 @@ def test_the_sign_in_page_locks_out_a_token_guesser(study):
     test.button[0].click()
     test.run()
     assert "Too many invalid tokens" in texts(test) and "Trial 1" not in texts(test)
+    refusals = [record.getMessage() for record in caplog.records if record.name == "mheval.review"]
+    assert len(refusals) == SIGN_IN_FAILURES_ALLOWED + 1 and all("sign-in refused from" in r for r in refusals)
+    assert "Too many invalid tokens" in refusals[-1] and not [r for r in refusals if token in r or "guess-" in r]
 
 
 def test_tokens_valid_wrong_and_revoked(study):

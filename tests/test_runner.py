@@ -253,3 +253,28 @@ def test_clip_media_probes_when_the_recorded_facts_are_missing_or_from_another_v
     assert ClipMedia.recorded_info(None) is None
     assert ClipMedia.recorded_info({"width": 448, "height": 256, "fps": 25.0}) is None
     assert ClipMedia(clip, ClipMedia.recorded_info({"width": 448})).info == facts
+
+
+def test_a_truncated_clip_whose_index_survived_is_a_failed_clip_and_the_run_goes_on(tmp_path, smoke_suite):
+    """Issue 20 item 9: a faststart mp4 cut off inside its media data still opens (the index at the front declares
+    every frame) and decodes what is left; it used to be scored as if it were the whole clip."""
+    from mheval.media import move_index_to_front, write_mp4
+
+    frames = np.random.default_rng(0).integers(0, 256, (74, 48, 64, 3), dtype=np.uint8)   # noise: big frames
+    tone = (0.2 * np.sin(np.arange(round(74 / 25 * 16_000)) / 10)).astype(np.float32)
+    clips_dir = tmp_path / "incoming"
+    intact, truncated = (item.id for item in smoke_suite.items[:2])
+    write_mp4(clips_dir / f"{intact}.mp4", frames, 25, tone, 16_000)
+    move_index_to_front(clips_dir / f"{intact}.mp4")
+    data = (clips_dir / f"{intact}.mp4").read_bytes()
+    media_data = data.index(b"mdat") - 4
+    assert data.index(b"moov") < media_data                        # the index comes first and stays whole
+    (clips_dir / f"{truncated}.mp4").write_bytes(data[:media_data + (len(data) - media_data) // 2])
+    outcome = run(_request(tmp_path, models=[f"ext=clips:{clips_dir}"], out=tmp_path / "ext"))
+    clips = outcome.store.clips().set_index("item_id")
+    assert clips.loc[intact, "status"] == "ok" and json.loads(clips.loc[intact, "meta"])["media"]["frame_count"] == 74
+    error = clips.loc[truncated, "error"]
+    assert clips.loc[truncated, "status"] == "failed" and f"{truncated}.mp4" in error
+    assert "cut short" in error and "of the 74 video frames" in error and "audio samples" in error
+    assert set(outcome.store.scores().clip_sha256) == {clips.loc[intact, "sha256"]}   # the rest was scored
+    assert any(truncated in str(row) for row in outcome.store.errors(outcome.run_id).itertuples())

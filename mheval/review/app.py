@@ -13,12 +13,11 @@ passed on its own clock: no rater can answer before they could have heard both c
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 import streamlit as st
 
-from mheval.review.storage import CRITERION_LABELS, MEDIA_ROUTE, STUDY_ENV, StudyError, StudyStore, VoteRefused
+from mheval.review.storage import CRITERION_LABELS, MEDIA_ROUTE, StudyError, StudyStore, VoteRefused, served_study
 from mheval.review.study import TrialView, next_trial
 
 LOG = logging.getLogger("mheval.review")
@@ -53,7 +52,7 @@ PAIR_SCRIPT = """<script>
 def store() -> StudyStore:
     """This browser session's connection to the study (one per session: a connection's transactions are its own)."""
     if "store" not in st.session_state:
-        st.session_state.store = StudyStore(os.environ[STUDY_ENV])
+        st.session_state.store = served_study()
     return st.session_state.store
 
 
@@ -74,13 +73,14 @@ def sign_in() -> int | None:
     with st.form("sign-in"):
         token = st.text_input("Token", type="password", key="token")
         if st.form_submit_button("Start", type="primary"):
+            # The connection's peer, or what a trusted proxy forwarded (`serve --trusted-proxy`); None on localhost.
             address = st.context.ip_address
-            client = address if isinstance(address, str) else ""   # None when Streamlit cannot tell
+            client = address if isinstance(address, str) else ""
             try:
                 st.session_state.rater_id = store().authenticate(token, client=client).rater_id
                 st.rerun()
             except StudyError as refusal:
-                LOG.info("sign-in refused from %s: %s", client or "an unknown address", refusal)
+                LOG.warning("sign-in refused from %s: %s", client or "localhost (or an unknown address)", refusal)
                 st.error(str(refusal))
     return None
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -74,12 +75,23 @@ def add_review_parser(sub) -> None:
     revoke.add_argument("--name", required=True)
     revoke.set_defaults(handler=cmd_revoke)
 
+    from mheval.review.storage import DEFAULT_GRANT_SECONDS
+
     serve = commands.add_parser("serve", help="serve the review app (Streamlit, headless)",
                                 description="Serve the rater app. Localhost only by default; use --address 0.0.0.0 "
-                                            "behind HTTPS to reach raters on other machines.")
+                                            "behind HTTPS to reach raters on other machines. Refused sign-ins are "
+                                            "logged to stderr and STUDY_DIR/review.log with their address.")
     serve.add_argument("study", type=Path, metavar="STUDY_DIR")
     serve.add_argument("--port", type=int, default=8502, help="default 8502")
     serve.add_argument("--address", default="localhost", help="address to bind (default localhost)")
+    serve.add_argument("--trusted-proxy", type=proxy_addresses, default=(), metavar="ADDRESSES",
+                       help="comma-separated addresses or networks (e.g. 127.0.0.1 or 10.0.0.0/8) of reverse proxies "
+                            "whose X-Forwarded-For names the rater's address for the sign-in limit; default none: "
+                            "the connection's own peer counts and X-Forwarded-For is ignored, since any client can "
+                            "send one")
+    serve.add_argument("--grant-minutes", type=positive_minutes, default=DEFAULT_GRANT_SECONDS / 60,
+                       help="a clip's URL plays for at most this long after the page showed it, and only until its "
+                            f"trial is submitted (default {DEFAULT_GRANT_SECONDS / 60:g})")
     serve.set_defaults(handler=cmd_serve)
 
     report = commands.add_parser("report", help="results: shares with intervals, ratings, agreement, raters",
@@ -152,10 +164,40 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_command(study: Path, port: int, address: str) -> list[str]:
-    from mheval.review import server
+def proxy_addresses(text: str) -> tuple[str, ...]:
+    """`--trusted-proxy`: IP addresses or networks, checked here (uvicorn would take a typo as a name never seen)."""
+    addresses = tuple(part.strip() for part in text.split(",") if part.strip())
+    for address in addresses:
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{address!r} is not an IP address or network") from None
+    return addresses
 
-    return [sys.executable, "-m", "streamlit", "run", server.__file__, "--server.headless", "true",
+
+def positive_minutes(text: str) -> float:
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not minutes > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 minutes, got {text}")
+    return minutes
+
+
+def serve_environment(study: Path, trusted_proxies: tuple[str, ...], grant_minutes: float) -> dict[str, str]:
+    """What the server process needs besides its command line. uvicorn (under Streamlit) rewrites a request's client
+    address from X-Forwarded-For when the peer is in FORWARDED_ALLOW_IPS, by default 127.0.0.1 and ::1, so any local
+    client could choose its own address; empty, no peer is trusted."""
+    from mheval.review.storage import GRANT_SECONDS_ENV, STUDY_ENV
+
+    return {STUDY_ENV: str(study.resolve()), GRANT_SECONDS_ENV: str(grant_minutes * 60),
+            "FORWARDED_ALLOW_IPS": ",".join(trusted_proxies)}
+
+
+def serve_command(study: Path, port: int, address: str) -> list[str]:
+    server = Path(__file__).with_name("server.py")
+    return [sys.executable, "-m", "streamlit", "run", str(server), "--server.headless", "true",
             "--server.port", str(port), "--server.address", address, "--browser.gatherUsageStats", "false",
             "--client.toolbarMode", "minimal", "--client.showErrorDetails", "none",
             "--server.enableStaticServing", "false", "--server.runOnSave", "false"]
@@ -164,7 +206,7 @@ def serve_command(study: Path, port: int, address: str) -> list[str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     _open(args.study).close()
     command = serve_command(args.study, args.port, args.address)
-    os.environ["MHEVAL_REVIEW_STUDY"] = str(args.study.resolve())
+    os.environ.update(serve_environment(args.study, args.trusted_proxy, args.grant_minutes))
     print(f"mheval review: http://{args.address}:{args.port}  (Ctrl-C to stop)", flush=True)
     os.execv(command[0], command)   # become the server, so stopping this process stops it
 

@@ -3,7 +3,8 @@
     STUDY_DIR/
       study.sqlite      study settings, items, clips (model known here only), pairs, raters (token hashes),
                         trials (each rater's queue, left/right logged), choices (drafts), votes, media grants
-      media/<random>.mp4
+      media/<random>.mp4  all of one length (`even_out_media`)
+      review.log        the server's log: refused sign-ins with the address they came from
 
 Every write is one `BEGIN IMMEDIATE` transaction, so concurrent app sessions and processes never interleave half a
 vote. A vote's key is (trial, criterion) and a trial belongs to one rater, so a double submit stores one vote.
@@ -13,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import secrets
 import sqlite3
+import struct
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -29,12 +32,18 @@ from mheval.database import connect, transaction
 DATABASE = "study.sqlite"
 MEDIA = "media"
 STUDY_ENV = "MHEVAL_REVIEW_STUDY"     # how `mheval review serve` tells the app which study it serves
+GRANT_SECONDS_ENV = "MHEVAL_REVIEW_GRANT_SECONDS"   # and how long a media grant lasts
+# A grant opens its clip only while its trial is the rater's current one and at most this long after it was issued
+# (a page left open longer gets a new grant on its next rerun), so a leaked media URL soon opens nothing.
+DEFAULT_GRANT_SECONDS = 1800.0
+LOG_FILE = "review.log"
 MEDIA_ROUTE = "review-media"          # URL prefix of the media endpoint (mheval/review/server.py)
 VERDICTS = ("left", "tie", "right")
 CLOCK_SLACK = 1e-3                    # seconds; float rounding of timestamps, not a grace period
 GRANT_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
 # Tokens carry 144 random bits, so guessing is hopeless anyway; the limit keeps a script from hammering the sign-in
-# (and the database) and shows up in the log. Per client address: behind a proxy every rater shares the proxy's.
+# (and the database) and shows up in the log. Per client address: the socket's peer, or the address a trusted proxy
+# (`mheval review serve --trusted-proxy`) forwarded; behind an untrusted proxy every rater shares the proxy's.
 SIGN_IN_FAILURES_ALLOWED = 10
 SIGN_IN_WINDOW_SECONDS = 600.0
 # The criteria a study can ask, in the order the app shows them; `mheval review create --criteria` picks a subset.
@@ -114,6 +123,7 @@ CREATE TABLE IF NOT EXISTS grants (
     grant_token TEXT PRIMARY KEY,  -- the random part of a media URL
     trial_id TEXT NOT NULL,
     side TEXT NOT NULL,            -- 'left' | 'right'
+    issued_at REAL NOT NULL,       -- server clock; the grant lapses `grant_seconds` later
     UNIQUE (trial_id, side)
 );
 CREATE TABLE IF NOT EXISTS sign_in_failures (
@@ -174,9 +184,39 @@ def random_name(nbytes: int = 16) -> str:
     return secrets.token_hex(nbytes)
 
 
+FREE_BOX_HEADER = 8   # 32-bit size + type 'free' (ISO/IEC 14496-12: a top-level box any reader skips)
+
+
+def _append_free_box(path: Path, length: int) -> None:
+    """`length` bytes (header included) of padding at the end of an mp4, written to a copy that replaces it."""
+    from mheval.files import write_atomically
+
+    if not FREE_BOX_HEADER <= length < 2 ** 32:
+        raise ValueError(f"{path}: cannot pad by {length} bytes")
+
+    def write(handle) -> None:
+        with open(path, "rb") as source:
+            while chunk := source.read(1 << 20):
+                handle.write(chunk)
+        handle.write(struct.pack(">I4s", length, b"free"))
+        handle.write(bytes(length - FREE_BOX_HEADER))
+
+    write_atomically(path, write)
+
+
+def served_study() -> StudyStore:
+    """The study `mheval review serve` serves, as its environment names it (the app and the media endpoint)."""
+    return StudyStore(os.environ[STUDY_ENV], grant_seconds=float(os.environ.get(GRANT_SECONDS_ENV,
+                                                                                DEFAULT_GRANT_SECONDS)))
+
+
 class StudyStore:
-    def __init__(self, directory: Path | str, create: bool = False):
+    def __init__(self, directory: Path | str, create: bool = False, grant_seconds: float = DEFAULT_GRANT_SECONDS):
+        """`grant_seconds`: how long a media grant lasts after it is issued (the server's `--grant-minutes`)."""
+        if not grant_seconds > 0:
+            raise ValueError(f"a media grant must last a positive time, got {grant_seconds} s")
         self.directory = Path(directory)
+        self.grant_seconds = grant_seconds
         self.db_path = self.directory / DATABASE
         if not create and not self.db_path.exists():
             raise FileNotFoundError(f"{self.directory}: not a study directory (no {DATABASE}); "
@@ -185,6 +225,14 @@ class StudyStore:
         self.media_dir = self.directory / MEDIA
         self._db = connect(self.db_path, check_same_thread=False)
         self._db.executescript(SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Studies made before grants expired: their grants get an issue time of 0, so they lapse at once."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(grants)")}
+        if "issued_at" not in columns:
+            with self.transaction() as db:
+                db.execute("ALTER TABLE grants ADD COLUMN issued_at REAL NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -449,29 +497,57 @@ class StudyStore:
 
     # -- media ------------------------------------------------------------------------------------------------------
 
-    def grant(self, trial_id: str, side: str) -> str:
-        """The random name under which one side of a trial is served; the same for every rerun of the page."""
+    def grant(self, trial_id: str, side: str, now: float | None = None) -> str:
+        """The random name under which one side of a trial is served: the same for every rerun of the page while it
+        lasts (`grant_seconds`), then a new one."""
+        now = time.time() if now is None else now
         with self.transaction() as db:
-            row = db.execute("SELECT grant_token FROM grants WHERE trial_id = ? AND side = ?",
+            row = db.execute("SELECT grant_token, issued_at FROM grants WHERE trial_id = ? AND side = ?",
                              (trial_id, side)).fetchone()
-            if row:
+            if row and row[1] > now - self.grant_seconds:
                 return row[0]
             token = secrets.token_urlsafe(24)
-            db.execute("INSERT INTO grants VALUES (?,?,?)", (token, trial_id, side))
+            db.execute("INSERT OR REPLACE INTO grants (grant_token, trial_id, side, issued_at) VALUES (?,?,?,?)",
+                       (token, trial_id, side, now))
             return token
 
-    def granted_media(self, grant_token: str) -> Path | None:
-        """The media file a grant opens, or None: unknown grant, revoked rater, or anything outside media/."""
+    def granted_media(self, grant_token: str, now: float | None = None) -> Path | None:
+        """The media file a grant opens, or None: unknown or lapsed grant (older than `grant_seconds`), a trial that
+        is not the rater's current one (submitted, or put back behind an undone one), a revoked rater, or anything
+        outside media/."""
         if not GRANT_PATTERN.fullmatch(grant_token):
             return None
+        now = time.time() if now is None else now
         row = self._db.execute(
             "SELECT c.media_name FROM grants g JOIN trials t USING (trial_id) JOIN raters r ON r.rater_id = t.rater_id "
             "JOIN clips c ON c.clip_id = CASE g.side WHEN 'left' THEN t.left_clip ELSE t.right_clip END "
-            "WHERE g.grant_token = ? AND r.revoked IS NULL", (grant_token,)).fetchone()
+            "WHERE g.grant_token = ? AND r.revoked IS NULL AND g.issued_at > ? AND t.submitted_at IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM trials e WHERE e.rater_id = t.rater_id AND e.position < t.position "
+            "AND e.submitted_at IS NULL)", (grant_token, now - self.grant_seconds)).fetchone()
         if row is None:
             return None
         path = (self.media_dir / row[0]).resolve()
         return path if path.parent == self.media_dir.resolve() and path.is_file() else None
+
+    def even_out_media(self) -> int:
+        """Make every file in media/ the same length, so no response size tells clips apart (an identical-pair catch
+        trial, a frozen copy that compresses to little, one model's clips that run longer): each file is rewritten
+        with its index first (else the browser's first range request would start at the clip's own media length)
+        and padded with an mp4 `free` box at its end, which players skip. Idempotent; returns how many files it
+        padded."""
+        from mheval.media import move_index_to_front
+
+        files = sorted(path for path in self.media_dir.glob("*.mp4") if not path.name.startswith("."))
+        if len({path.stat().st_size for path in files}) <= 1:
+            return 0
+        for path in files:
+            move_index_to_front(path)
+        sizes = {path: path.stat().st_size for path in files}
+        target = max(sizes.values()) + FREE_BOX_HEADER   # even the largest file has room for a box header
+        for path, size in sizes.items():
+            if size < target:
+                _append_free_box(path, target - size)
+        return sum(size < target for size in sizes.values())
 
     # -- everything, for the report -----------------------------------------------------------------------------------
 

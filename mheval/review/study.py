@@ -2,8 +2,8 @@
 
 A pair is one prompt's clips from two models. Every clip is re-encoded once into the study's media/ under a random
 name with mheval's own mp4 writer: container tags that could name a model or a file are gone, and the catch-trial
-copies (audio shifted 500 ms, frozen video) come out of the same encoder as the originals, so nothing but their
-content sets them apart. Each rater's queue is planned at their first login: real pairs (balanced over prompts,
+copies (audio shifted 500 ms, frozen video) come out of the same encoder as the originals, and at the end every
+file is padded to one length, so nothing but their content sets them apart. Each rater's queue is planned at their first login: real pairs (balanced over prompts,
 languages and model pairs by how often each pair has been shown), about one catch trial in ten, and a few repeats of
 earlier trials with the sides swapped, at random places. A pair's side order alternates between its showings,
 starting from a random side, so each pair is seen in both orders across raters; the order is logged per trial.
@@ -118,6 +118,7 @@ def _build(store: StudyStore, run_dir: Path, config: StudyConfig, clips: pd.Data
         source = group.iloc[int(rng.integers(len(group)))]
         _add_catch_pairs(store, config, run_dir / source.path, source.model, item_id, source.sha256,
                          ids[source.model, item_id], rng)
+    store.even_out_media()
 
 
 def run_clips(run_dir: Path, models: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
