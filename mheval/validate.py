@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
+from mheval import faces
 from mheval.adapters.puppet import FPS, PuppetAdapter
 from mheval.media import ClipMedia, probe, read_audio, read_video, write_mp4
 from mheval.metrics import ClipContext, Metric, NotApplicable, create_metric
