@@ -434,7 +434,8 @@ def check_identity_swap(work: Workspace, item: SuiteItem) -> list[Check]:
                                                   f"{drift['first_mismatch_time']} s"),
               f"identity_worst < 0.5, first mismatch within {swap_at:g}–{swap_at + step:.2f} s",
               not isinstance(drift, NotApplicable) and drift["identity_worst"] < 0.5
-              and drift["first_mismatch_time"] is not None and swap_at <= drift["first_mismatch_time"] <= swap_at + step),
+              and drift["first_mismatch_time"] is not None
+              and swap_at <= drift["first_mismatch_time"] <= swap_at + step),
     ]
 
 

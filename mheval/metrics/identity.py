@@ -2,9 +2,10 @@
 
 Frames are sampled at `frames_per_second` of presentation time. In each, the largest face is found by dlib's HOG
 detector on a copy scaled to `analysis_short_side` pixels (again with that copy doubled when none is found: a face of
-40–80 pixels there, as in a medium shot; on the first 3 sampled frames, and on all once that found a face), then aligned on its 5-point landmarks into dlib's 150-pixel chip and
-described by the ResNet (`mheval.faces.face_descriptor`) from the full-resolution frame, so the descriptor does not
-depend on the analysis size; a clip smaller than that size is enlarged to it first.
+40–80 pixels there, as in a medium shot; on the first 3 sampled frames, and on all once that found a face), then
+aligned on its 5-point landmarks into dlib's 150-pixel chip and described by the ResNet
+(`mheval.faces.face_descriptor`) from the full-resolution frame, so the descriptor does not depend on the analysis
+size; a clip smaller than that size is enlarged to it first.
 
 What a face is compared with:
 - an item with a `reference_image` (TI2V): the largest face of that image; every sampled face is scored.
