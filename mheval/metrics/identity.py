@@ -154,7 +154,7 @@ class Identity(Metric):
         return asdict(self.settings)
 
     def weight_paths(self) -> list[Path]:
-        if faces.dlib_missing():
+        if self.unavailable():
             return []
         return [faces.model_file(faces.LANDMARKS_5), faces.model_file(faces.FACE_RECOGNITION)]
 
