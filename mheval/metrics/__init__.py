@@ -59,7 +59,8 @@ HUB_RETRY_SECONDS = 60.0   # how long a metric remembers that its hub weights co
 PAPER_COLUMNS = ("visual quality", "text alignment", "physical consistency", "WER", "sync", "speed")
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
-                  "mheval.metrics.speed", "mheval.metrics.syncnet", "mheval.metrics.videoscore2")
+                  "mheval.metrics.speed", "mheval.metrics.syncnet", "mheval.metrics.videoscore2",
+                  "mheval.metrics.identity")
 
 
 @dataclass(frozen=True)
