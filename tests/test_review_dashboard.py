@@ -47,7 +47,7 @@ def test_review_page_shows_shares_with_votes_and_raters_and_a_chart(run_with_stu
     table = test.dataframe[0].value
     assert list(table.columns) == ["matchup", "language", "win", "tie", "loss", "votes", "raters", "prompts"]
     assert set(table.language) == {"all", "de", "en"} and (table.raters == 3).all()
-    report = build_report(StudyStore(run_with_study / "studies" / "three-models"), resamples=20, arena_resamples=5)
+    report = build_report(StudyStore(run_with_study / "studies" / "three-models"))
     assert table.votes.tolist() == report.shares[report.shares.criterion == "overall"].n.tolist()
     assert len(test.get("vega_lite_chart")) == 1
     frame = share_chart_frame(report, "overall")

@@ -60,7 +60,7 @@ def votes_table(store: StudyStore) -> pd.DataFrame:
 
 def run_metric_values(run_dir: Path) -> pd.DataFrame:
     """Headline value of every registered automatic metric per clip of the run (sha256, metric, value,
-    lower_is_better)."""
+    lower_is_better), on the clips each metric itself trusts when models are compared (`Metric.compared_rows`)."""
     from mheval.metrics import metric_class
     from mheval.results import RunResults
 
@@ -69,7 +69,7 @@ def run_metric_values(run_dir: Path) -> pd.DataFrame:
     for name in results.metrics:
         cls = metric_class(name)
         column = f"{name}.{cls.headline}"
-        ok = results.usable(name)
+        ok = cls.compared_rows(results.usable(name))   # sync: only the clips it measured with confidence
         if column not in ok:
             continue
         frames.append(pd.DataFrame({"sha256": ok.sha256, "metric": column,   # value: lower is better (ranking)
@@ -80,9 +80,7 @@ def run_metric_values(run_dir: Path) -> pd.DataFrame:
 
 
 def build_report(store: StudyStore, exclude_failing_raters: bool = False, margin: float = 0.55,
-                 bars: RaterBars = RaterBars(), run_dir: Path | None = None,
-                 resamples: int = stats.DAVIDSON_RESAMPLES,
-                 arena_resamples: int = stats.ARENA_RESAMPLES) -> StudyReport:
+                 bars: RaterBars = RaterBars(), run_dir: Path | None = None) -> StudyReport:
     settings = store.settings()
     models = list(settings["models"])
     votes = stats.outcomes(store.votes())
@@ -94,8 +92,8 @@ def build_report(store: StudyStore, exclude_failing_raters: bool = False, margin
     davidson, arena = [], []
     for criterion, group in real.groupby("criterion", sort=False):
         present = [m for m in models if m in set(group.model_a) | set(group.model_b)]
-        davidson.append(stats.davidson(group, present, resamples=resamples).assign(criterion=criterion))
-        arena.append(stats.arena(group, present, resamples=arena_resamples).assign(criterion=criterion))
+        davidson.append(stats.davidson(group, present).assign(criterion=criterion))
+        arena.append(stats.arena(group, present).assign(criterion=criterion))
     run_dir = Path(run_dir or settings["run_dir"])
     try:
         metric_values = run_metric_values(run_dir)
@@ -116,13 +114,12 @@ def build_report(store: StudyStore, exclude_failing_raters: bool = False, margin
         protocol={},
         notes=notes,
     )
-    report.protocol = protocol(store, votes, kept, report, excluded if exclude_failing_raters else excluded.iloc[:0],
-                               resamples, arena_resamples)
+    report.protocol = protocol(store, votes, kept, report, excluded if exclude_failing_raters else excluded.iloc[:0])
     return report
 
 
 def protocol(store: StudyStore, votes: pd.DataFrame, kept: pd.DataFrame, report: StudyReport,
-             excluded: pd.DataFrame, resamples: int, arena_resamples: int) -> dict[str, Any]:
+             excluded: pd.DataFrame) -> dict[str, Any]:
     settings = store.settings()
     items, pairs, invited = store.items(), store.pairs(), store.raters()
     real = kept[(kept.kind == "real") & (kept.slot != "repeat")]
@@ -151,9 +148,12 @@ def protocol(store: StudyStore, votes: pd.DataFrame, kept: pd.DataFrame, report:
                                     "units": r.units} for r in report.agreement.itertuples()},
         "catch_pass": _round(float(np.nanmean(stats.expected_correct(votes))) if len(votes) else math.nan),
         "left_share": {r.criterion: _round(r.left_share) for r in report.side_bias.itertuples()},
-        "statistics": f"Wilson 95% intervals; Davidson Bradley–Terry (ties modelled) with {resamples} bootstrap "
-                      "resamples of prompts; Arena-style Bradley–Terry (ties as half wins, base 10, scale 400, "
-                      f"anchor {settings['models'][0]} = 1000) with {arena_resamples} resamples",
+        "statistics": "95% intervals that allow for votes clustering by prompt and by rater (two-way "
+                      "cluster-robust variance, Cameron–Gelbach–Miller, t with min(prompts, raters) − 1 degrees of "
+                      "freedom; Wilson where no prompt or rater voted twice in a row of a table) on win / tie / loss "
+                      "shares, decisive win shares (ties left out), Davidson Bradley–Terry ratings (ties modelled) "
+                      "and Arena-style Bradley–Terry ratings (ties as half wins, base 10, scale 400, anchor "
+                      f"{settings['models'][0]} = 1000)",
     }
 
 
