@@ -37,6 +37,7 @@ RESULTS = ("win", "tie", "loss")
 ELO_BASE, ELO_SCALE, ELO_INITIAL = 10.0, 400.0, 1000.0   # Chatbot Arena's rating scale
 DIVERGED = 15.0   # |log-strength| at which a fit is diverging (a model that won or lost every decisive vote)
 MIN_CLUSTERS = 5  # fewer prompts or raters than this behind an interval: printed, but marked "too few"
+MIN_AGREEMENT_UNITS = 5   # pairs rated by two raters or more, below which α and κ are "too few"
 
 WILSON, TWO_WAY, PROMPTS_ONLY, RATERS_ONLY, NONE = ("wilson", "two-way cluster", "prompt cluster (one rater)",
                                                     "rater cluster (one prompt)", "none")
@@ -158,6 +159,25 @@ def share_interval(values: np.ndarray, prompts: np.ndarray, raters: np.ndarray,
     return wilson(p * effective, effective, critical=critical)
 
 
+def win_loss_p_value(results: np.ndarray, prompts: np.ndarray, raters: np.ndarray,
+                     clustering: Clustering) -> float:
+    """Two-sided p-value of "the first model wins as often as it loses": the mean of +1 (win) / 0 (tie) / −1 (loss)
+    over its clustered standard error, against the same t (or normal) distribution the intervals use. NaN for a
+    row with too few prompts or raters (`Clustering.too_few`), which is not tested."""
+    if clustering.kind == NONE or clustering.too_few:
+        return math.nan
+    signed = (results == "win").astype(float) - (results == "loss").astype(float)
+    mean = float(signed.mean())
+    variance = float(cluster_variances(signed - mean, np.array([[1.0 / len(signed)]]), prompts, raters,
+                                       clustering)[0])
+    if variance <= 0:
+        return 1.0 if mean == 0 else 0.0   # every vote the same and not a tie: as far from "even" as it gets
+    statistic = abs(mean) / math.sqrt(variance)
+    if clustering.kind == WILSON:
+        return float(2 * stats.norm.sf(statistic))
+    return float(2 * stats.t.sf(statistic, max(1, clustering.clusters - 1)))
+
+
 def outcomes(votes: pd.DataFrame) -> pd.DataFrame:
     """Votes with `result` (win / tie / loss for the pair's clip a), `left_won` (NaN for ties) and `matchup`."""
     votes = votes.copy()
@@ -180,7 +200,8 @@ def shares(votes: pd.DataFrame) -> pd.DataFrame:
     """Per criterion × matchup × language (and `all`): n, raters, prompts, win / tie / loss shares of all votes and
     the decisive win share (ties left out: wins / (wins + losses), over `decisive` votes), each with its 95%
     interval; `interval` names the interval (`INTERVALS`) and `too_few` marks rows with fewer than
-    `MIN_CLUSTERS` prompts or raters behind a clustered interval."""
+    `MIN_CLUSTERS` prompts or raters behind a clustered interval; `p` tests wins = losses (`win_loss_p_value`;
+    NaN, not tested, for a row with too few)."""
     rows = []
     for (criterion, matchup), group in votes.groupby(["criterion", "matchup"], sort=True):
         for language, by_language in [*group.groupby("language", sort=True), (ALL, group)]:
@@ -193,6 +214,7 @@ def shares(votes: pd.DataFrame) -> pd.DataFrame:
                 hit = (by_language.result == result).to_numpy(float)
                 row[result] = float(hit.mean())
                 row[f"{result}_low"], row[f"{result}_high"] = share_interval(hit, prompts, raters, clustering)
+            row["p"] = win_loss_p_value(by_language.result.to_numpy(), prompts, raters, clustering)
             decisive = (by_language.result != "tie").to_numpy()
             won = (by_language.result[decisive] == "win").to_numpy(float)
             row["decisive"] = int(decisive.sum())
@@ -390,7 +412,9 @@ def agreement(votes: pd.DataFrame) -> pd.DataFrame:
     """Per criterion: pairwise percent agreement, Krippendorff's α (nominal, every unit with ≥ 2 ratings) and
     Fleiss' κ (statsmodels; it
     needs the same number m of ratings per unit, so it uses the m first ratings of each unit with ≥ m, m chosen
-    to use the most ratings), with how many units and ratings stand behind each."""
+    to use the most ratings), with how many units and ratings stand behind each. `too_few`: fewer than
+    `MIN_AGREEMENT_UNITS` pairs rated twice; α and κ are then still computed but mean nothing (one pair gives 0 or
+    −1), and readers print "too few"."""
     import krippendorff
     from statsmodels.stats.inter_rater import fleiss_kappa
 
@@ -401,7 +425,8 @@ def agreement(votes: pd.DataFrame) -> pd.DataFrame:
                                    aggfunc="first").map(CODES.get)
         rated = matrix.notna().sum(axis=0)
         shared = matrix.loc[:, rated >= 2].astype(float)
-        row = {"criterion": criterion, "units": int(shared.shape[1]), "raters": int(shared.notna().any(axis=1).sum()),
+        row = {"criterion": criterion, "units": int(shared.shape[1]), "too_few": shared.shape[1] < MIN_AGREEMENT_UNITS,
+               "raters": int(shared.notna().any(axis=1).sum()),
                "pairwise_agreement": _pairwise_agreement(shared.to_numpy()), "alpha": math.nan, "kappa": math.nan,
                "kappa_units": 0, "kappa_raters_per_unit": 0}
         # α and κ are 0/0 when every answer is the same: undefined, left NaN (pairwise agreement still says 1)
@@ -454,6 +479,8 @@ def side_bias(votes: pd.DataFrame) -> pd.DataFrame:
 @dataclass(frozen=True)
 class RaterBars:
     min_catch_pass: float = 0.7           # share of catch answers that must match the known answer
+    min_catch_answers: int = 8            # catch answers needed before the pass rate can flag a rater (with 8, a
+                                          # rater right 90% of the time is flagged 3.8% of the time; with 1, 10%)
     min_consistency: float = 0.5          # share of repeated answers that must match the first
     min_repeats: int = 3                  # repeated answers needed before consistency can flag a rater
 
@@ -468,8 +495,9 @@ def expected_correct(votes: pd.DataFrame) -> pd.Series:
 
 
 def raters(votes: pd.DataFrame, bars: RaterBars = RaterBars()) -> pd.DataFrame:
-    """Per rater: votes, catch-trial pass rate (Wilson interval), self-consistency on swapped repeats, left share of
-    decisive votes, and `fails` (why the rater fails, empty when they pass)."""
+    """Per rater: votes, catch-trial pass rate (Wilson interval) over `catch_answers`, self-consistency on swapped
+    repeats over `repeat_answers`, left share of decisive votes over `decisive`, and `fails` (why the rater fails,
+    empty when they pass; a rate only fails with enough answers behind it: `RaterBars`)."""
     votes = votes.assign(correct=expected_correct(votes))
     first = votes[votes.slot != "repeat"].set_index(["trial_id", "criterion"]).result
     rows = []
@@ -481,7 +509,7 @@ def raters(votes: pd.DataFrame, bars: RaterBars = RaterBars()) -> pd.DataFrame:
         catch_pass = caught.mean() if len(caught) else math.nan
         consistency = float(np.mean(matches)) if matches else math.nan
         flags = []
-        if len(caught) and catch_pass < bars.min_catch_pass:
+        if len(caught) >= bars.min_catch_answers and catch_pass < bars.min_catch_pass:
             flags.append(f"catch pass {catch_pass:.0%} < {bars.min_catch_pass:.0%}")
         if len(matches) >= bars.min_repeats and consistency < bars.min_consistency:
             flags.append(f"self-consistency {consistency:.0%} < {bars.min_consistency:.0%}")
@@ -491,7 +519,8 @@ def raters(votes: pd.DataFrame, bars: RaterBars = RaterBars()) -> pd.DataFrame:
                      "catch_low": wilson(int(caught.sum()), len(caught))[0],
                      "catch_high": wilson(int(caught.sum()), len(caught))[1],
                      "repeat_answers": len(matches), "self_consistency": consistency,
-                     "left_share": decisive.mean() if len(decisive) else math.nan, "fails": "; ".join(flags)})
+                     "decisive": len(decisive), "left_share": decisive.mean() if len(decisive) else math.nan,
+                     "fails": "; ".join(flags)})
     return pd.DataFrame(rows)
 
 
