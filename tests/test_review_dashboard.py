@@ -45,7 +45,8 @@ def test_review_page_shows_shares_with_votes_and_raters_and_a_chart(run_with_stu
     header = "\n".join(str(m.value) for m in test.markdown)
     assert "votes from 3 raters" in header
     table = test.dataframe[0].value
-    assert list(table.columns) == ["matchup", "language", "win", "tie", "loss", "votes", "raters", "prompts"]
+    assert list(table.columns) == ["matchup", "language", "win", "tie", "loss", "decisive win", "votes", "raters",
+                                   "prompts", "interval", "verdict (Holm)"]
     assert set(table.language) == {"all", "de", "en"} and (table.raters == 3).all()
     report = build_report(StudyStore(run_with_study / "studies" / "three-models"))
     assert table.votes.tolist() == report.shares[report.shares.criterion == "overall"].n.tolist()

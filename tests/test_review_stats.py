@@ -11,7 +11,8 @@ from scipy import optimize
 
 from mheval.review import stats
 from mheval.review.stats import RESULTS
-from mheval.review.report import build_report, to_json, to_markdown
+from mheval.review.report import build_report, human_verdicts, protocol_text, rater_table, to_json, to_markdown
+from mheval.stats import adjust_p_values
 from mheval.review.study import StudyConfig, create_study
 from review_fixtures import MODELS, simulate, synthetic_votes, tiny_run
 
@@ -190,6 +191,9 @@ def test_report_excludes_failing_raters_on_request_and_writes_a_protocol(simulat
     assert -1 < noisy.alpha["overall"] < 0.5 and -1 < noisy.kappa["overall"] < 0.5
     assert not kept.metric_agreement.empty and {"brisque.brisque", "sync.offset_ms"} == set(
         kept.metric_agreement.metric)
+    overall = kept.metric_agreement.query("language == 'all' and criterion == 'overall'").set_index("metric")
+    # sync: only the clips it measured confidently
+    assert 0 < overall.with_ties["sync.offset_ms"] < overall.with_ties["brisque.brisque"]
     markdown = to_markdown(kept)
     assert "## Protocol" in markdown and "2 excluded for failing quality checks" in markdown
     assert "| zqmodelalpha vs zqmodelbeta" in markdown
@@ -197,7 +201,7 @@ def test_report_excludes_failing_raters_on_request_and_writes_a_protocol(simulat
         stats.real(stats.outcomes(simulated_study.votes())).query("rater in ['consistent', 'consistent2']"))
 
 
-# -- coverage when votes cluster by prompt and by rater ------------------------------------------------------------------
+# -- coverage when votes cluster by prompt and by rater ----------------------------------------------------------
 # Every rater judges every pair of every prompt. A clip's quality is its model's strength plus a prompt effect (a
 # prompt suits one model better); each rater adds a taste for each model; the vote is Davidson's model on the
 # quality difference. The truth a study estimates is the population value: the share (or the Davidson / Arena fit,
@@ -331,3 +335,78 @@ def test_every_interval_covers_at_93_to_97_percent_over_1000_clustered_studies(p
                            **rating_coverage(500, population, ("davidson", "arena")),
                            "agreement": agreement_coverage(1000, population)[0]}.items():
         assert 0.93 <= coverage <= 0.97, (name, coverage)
+
+
+# -- small numbers, ties and many looks ------------------------------------------------------------------------
+
+def test_a_coarse_metric_is_charged_for_its_ties_and_ranks_below_its_continuous_source():
+    """Issue 20 item 5: people follow a continuous score; a 1–5 rounding of it ties on most pairs. Dropping the ties
+    scored the coarse metric on the easy pairs only and ranked it above its source; counted as half, it ranks
+    below, and the table says how many ties there were."""
+    rng = np.random.default_rng(21)
+    votes = stats.outcomes(synthetic_votes({("x", "y"): (0.45, 0.1, 0.45)}, 2000, rng, prompts=500))
+    clips = sorted(set(votes.sha256_a) | set(votes.sha256_b))
+    source = pd.Series(rng.normal(size=len(clips)), index=clips)
+    # people prefer the lower source value, with noise: easy pairs (far apart) are the ones they get right
+    noisy = votes.sha256_a.map(source) - votes.sha256_b.map(source) + rng.normal(0, 0.7, len(votes))
+    decisive = votes.verdict != "tie"
+    a_left = votes.left_clip == votes.clip_a
+    votes.loc[decisive, "verdict"] = np.where((noisy < 0) == a_left, "left", "right")[decisive]
+    votes = stats.outcomes(votes)
+    coarse = np.clip(np.round(source * 0.8 + 3), 1, 5)
+    values = pd.concat([pd.DataFrame({"sha256": clips, "metric": name, "value": column.to_numpy(),
+                                      "lower_is_better": True})
+                        for name, column in (("source", source), ("coarse", coarse))])
+    table = stats.metric_agreement(votes, values).query("language == 'all'").set_index("metric")
+    assert table.metric_ties["source"] == 0 and table.metric_ties["coarse"] > 0.3 * table.decisive["coarse"]
+    assert table.decisive["coarse"] == table.decisive["source"]          # every vote counts, ties included
+    assert table.agreement["coarse"] < table.agreement["source"]
+    untied = votes.sha256_a.map(coarse) != votes.sha256_b.map(coarse)
+    dropped = stats.metric_agreement(votes[untied], values[values.metric == "coarse"]).query("language == 'all'")
+    assert dropped.agreement.iloc[0] > table.agreement["source"]        # what dropping the ties used to report
+
+
+def test_alpha_and_kappa_from_a_single_pair_print_too_few():
+    votes = pd.DataFrame([{"criterion": "overall", "pair_id": 0, "rater_id": rater, "result": result,
+                           "cast_at": float(rater)} for rater, result in enumerate(("win", "loss"))])
+    row = stats.agreement(votes).iloc[0]
+    assert row.units == 1 and row.too_few
+
+
+def test_one_wrong_catch_answer_does_not_flag_a_rater_but_enough_wrong_ones_do():
+    def catch_votes(rater: int, results: list[str]) -> list[dict]:
+        return [{**synthetic_votes({("x", "y"): (1, 0, 0)}, 1, np.random.default_rng(k)).iloc[0].to_dict(),
+                 "rater_id": rater, "rater": f"rater{rater}", "trial_id": f"{rater}-{k}", "kind": "catch",
+                 "expected": json.dumps({"overall": "a"}), "verdict": "left", "left_clip": "x@item",
+                 "clip_a": "x@item", "right_clip": "y@item", "clip_b": "y@item",
+                 **({"left_clip": "y@item", "right_clip": "x@item"} if result == "loss" else {})}
+                for k, result in enumerate(results)]
+    votes = stats.outcomes(pd.DataFrame(catch_votes(1, ["loss"]) + catch_votes(2, ["loss"] * 6 + ["win"] * 2)))
+    table = stats.raters(votes).set_index("rater")
+    assert table.catch_answers["rater1"] == 1 and table.fails["rater1"] == ""
+    assert table.catch_answers["rater2"] == 8 and "catch pass 25% < 70%" in table.fails["rater2"]
+
+
+def test_revoked_raters_are_marked_and_every_rate_shows_its_n(simulated_study):
+    simulated_study.revoke("random")
+    report = build_report(simulated_study)
+    shown = rater_table(report.raters).set_index("rater")
+    assert shown.status["random"].startswith("revoked") and "revoked" not in shown.status["consistent"]
+    answers = report.raters.set_index("rater").catch_answers["consistent"]
+    assert shown["catch pass"]["consistent"].endswith(f"(n={answers})")
+    assert "revoked" in to_markdown(report)
+
+
+def test_report_verdicts_are_holm_adjusted_over_every_tested_row_and_the_protocol_counts_them(simulated_study):
+    votes = stats.outcomes(pd.concat([
+        synthetic_votes({("a", "b"): (0.6, 0.1, 0.3), ("a", "c"): (0.4, 0.2, 0.4)}, 600, np.random.default_rng(22),
+                        language=language) for language in ("en", "de")], ignore_index=True))
+    table = human_verdicts(stats.shares(votes))
+    assert table.p.notna().all() and (table.p_adjusted == adjust_p_values(table.p.to_numpy())).all()
+    assert (table.p_adjusted >= table.p).all()
+    verdicts = table.set_index(["matchup", "language"]).verdict
+    assert verdicts[("a vs b", "all")] == "a_better" and verdicts[("a vs c", "all")] == "no_difference"
+    report = build_report(simulated_study)
+    family = report.protocol["comparisons"]
+    assert family["tested"] == int(report.shares.p.notna().sum()) and family["rows"] == len(report.shares)
+    assert f"{family['tested']} comparisons tested" in protocol_text(report) and "Holm" in protocol_text(report)
