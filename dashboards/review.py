@@ -36,7 +36,7 @@ def load_report(directory: str, stamp: tuple, exclude_failing_raters: bool) -> S
 
 
 def share_chart_frame(report: StudyReport, criterion: str) -> pd.DataFrame:
-    """Long table for the chart: matchup × language × result → share and its Wilson interval, votes, raters."""
+    """Long table for the chart: matchup × language × result → share and its 95% interval, votes, raters."""
     rows = report.shares[(report.shares.criterion == criterion) & (report.shares.language != ALL)]
     return pd.concat([pd.DataFrame({"matchup": rows.matchup, "language": rows.language, "result": result,
                                     "share": rows[result], "low": rows[f"{result}_low"],
@@ -84,10 +84,11 @@ def page(run_dir: Path) -> None:
     criterion = st.selectbox("criterion", criteria, format_func=CRITERION_LABELS.get, key="review_criterion")
     st.subheader("Win / tie / loss of the first model")
     st.dataframe(paper_table(report.shares, criterion), hide_index=True, width="stretch")
-    st.caption("Shares of votes on real pairs (first showings), % [Wilson 95% interval]; `votes`, `raters` and "
+    st.caption("Shares of votes on real pairs (first showings), % [95% interval, clustered by prompt and rater; "
+               "`interval` says which]; `votes`, `raters` and "
                "`prompts` say how many stand behind each row. A row with few votes has a wide interval.")
     st.altair_chart(share_chart(share_chart_frame(report, criterion)), width="stretch")
-    st.caption("Per language: bars are shares, whiskers Wilson 95% intervals; hover for votes and raters.")
+    st.caption("Per language: bars are shares, whiskers 95% intervals; hover for votes and raters.")
     left, right = st.columns(2)
     for column, title, frame in ((left, "Davidson Bradley–Terry (ties modelled)", report.davidson),
                                  (right, "Arena-style Bradley–Terry (ties as half wins)", report.arena)):
@@ -104,8 +105,9 @@ def page(run_dir: Path) -> None:
         st.subheader("Which automatic metric agrees with people")
         mine = report.metric_agreement[report.metric_agreement.criterion == criterion]
         st.dataframe(mine, hide_index=True, width="stretch")
-        st.caption("Share of decisive human votes whose winner the metric also prefers [Wilson 95%]; "
-                   "`agreement_with_ties` counts human ties as misses (a metric never says tie).")
+        st.caption("Share of decisive human votes whose winner the metric also prefers, a metric tie counting "
+                   "half (`metric_ties`) [95%, clustered]; "
+                   "`agreement_with_ties` is over all votes: a human tie agrees only with a metric tie.")
     for note in report.notes:
         st.caption(note)
     with st.expander("protocol (for a paper)"):
