@@ -55,7 +55,9 @@ def test_review_page_shows_shares_with_votes_and_raters_and_a_chart(run_with_stu
     assert set(frame.result) == {"win", "tie", "loss"} and (frame.low <= frame.share + 1e-12).all()
     test.toggle(key="review_exclude").set_value(True).run()
     header = "\n".join(str(m.value) for m in test.markdown)
-    assert "votes from 2 raters" in header and "excluded: cleo (catch pass" in header
+    # cleo answers too few catch trials here for the pass rate to count (RaterBars.min_catch_answers); her
+    # swapped repeats fail her instead
+    assert "votes from 2 raters" in header and "excluded: cleo (self-consistency" in header
     assert (test.dataframe[0].value.raters == 2).all()
 
 
