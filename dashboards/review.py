@@ -9,7 +9,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from mheval.review.report import StudyReport, build_report, paper_table, protocol_text, ratings_table
+from mheval.review.report import (StudyReport, agreement_table, build_report, paper_table, protocol_text,
+                                  rater_table, ratings_table)
 from mheval.review.stats import ALL
 from mheval.review.storage import CRITERION_LABELS, DATABASE, StudyStore
 
@@ -25,7 +26,7 @@ def study_stamp(directory: Path) -> tuple:
                  for path in (directory / DATABASE, directory / f"{DATABASE}-wal"))
 
 
-@st.cache_data(show_spinner="computing the study's statistics (bootstrap)…")
+@st.cache_data(show_spinner="computing the study's statistics…")
 def load_report(directory: str, stamp: tuple, exclude_failing_raters: bool) -> StudyReport:
     """`stamp` (database modification times) recomputes the report when new votes arrive."""
     store = StudyStore(directory)
@@ -92,13 +93,13 @@ def page(run_dir: Path) -> None:
     left, right = st.columns(2)
     for column, title, frame in ((left, "Davidson Bradley–Terry (ties modelled)", report.davidson),
                                  (right, "Arena-style Bradley–Terry (ties as half wins)", report.arena)):
-        column.markdown(f"**{title}**, rating [95% bootstrap CI]")
+        column.markdown(f"**{title}**, rating [95% CI, clustered by prompt and rater]")
         column.dataframe(ratings_table(frame[frame.criterion == criterion]), hide_index=True, width="stretch")
     st.subheader("Can the result be trusted?")
-    st.dataframe(report.agreement, hide_index=True, width="stretch")
+    st.dataframe(agreement_table(report.agreement), hide_index=True, width="stretch")
     st.dataframe(report.side_bias, hide_index=True, width="stretch")
     st.markdown("**Raters** (catch-trial pass rate, self-consistency on repeated pairs with sides swapped)")
-    st.dataframe(report.raters, hide_index=True, width="stretch")
+    st.dataframe(rater_table(report.raters), hide_index=True, width="stretch")
     st.markdown("**Votes to separate the models** (two-sided 5% test, 80% power)")
     st.dataframe(report.power[report.power.criterion == criterion], hide_index=True, width="stretch")
     if not report.metric_agreement.empty:

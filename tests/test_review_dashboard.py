@@ -37,7 +37,7 @@ def review_page(monkeypatch, run_dir: Path) -> AppTest:
     return test
 
 
-@pytest.mark.slow   # the page computes the full report (1,000 bootstrap resamples per criterion), twice
+@pytest.mark.slow   # the page runs the full report through Streamlit, twice
 def test_review_page_shows_shares_with_votes_and_raters_and_a_chart(run_with_study, monkeypatch):
     assert [path.name for path in find_studies(run_with_study)] == ["empty", "three-models"]
     test = review_page(monkeypatch, run_with_study)

@@ -32,8 +32,8 @@ class StudyReport:
     settings: dict[str, Any]
     shares: pd.DataFrame              # criterion × matchup × language: win/tie/loss, decisive win share, clustered
                                       # intervals, Holm-adjusted win-vs-loss verdicts
-    davidson: pd.DataFrame            # criterion × model: Davidson rating, bootstrap interval
-    arena: pd.DataFrame               # criterion × model: Arena-style rating, bootstrap interval
+    davidson: pd.DataFrame            # criterion × model: Davidson rating, clustered interval
+    arena: pd.DataFrame               # criterion × model: Arena-style rating, clustered interval
     agreement: pd.DataFrame           # criterion: Krippendorff α, Fleiss κ
     side_bias: pd.DataFrame           # criterion: left share of decisive votes
     raters: pd.DataFrame              # rater: catch pass, self-consistency, flags, revoked
