@@ -47,6 +47,22 @@ def test_shares_table_reports_each_matchup_per_language_with_clustered_intervals
     assert row.decisive_win_low < row.decisive_win < row.decisive_win_high
 
 
+def test_two_way_clustered_variance_equals_statsmodels_cov_cluster_2groups():
+    """The variance behind every clustered interval, checked on a mean against statsmodels' two-way cluster
+    covariance of an OLS fit on a constant (its G/(G − 1) corrections; (N − 1)/(N − k) is 1 for k = 1)."""
+    import statsmodels.api as sm
+    from statsmodels.stats.sandwich_covariance import cov_cluster_2groups
+
+    rng = np.random.default_rng(13)
+    prompts, raters = rng.integers(0, 20, 400), rng.integers(0, 12, 400)
+    values = (rng.random(400) < 0.3 + 0.04 * (prompts % 5) + 0.03 * (raters % 4)).astype(float)
+    expected = cov_cluster_2groups(sm.OLS(values, np.ones((400, 1))).fit(), prompts, raters)[0][0, 0]
+    clustering = stats.Clustering.of(prompts, raters)
+    assert clustering.kind == stats.TWO_WAY
+    variance = stats.cluster_variances(values - values.mean(), np.array([[1 / 400]]), prompts, raters, clustering)
+    assert variance[0] == pytest.approx(expected, rel=1e-10)
+
+
 def test_votes_with_no_prompt_or_rater_twice_get_the_plain_wilson_interval():
     votes = stats.outcomes(synthetic_votes({("x", "y"): (0.6, 0.1, 0.3)}, 300, np.random.default_rng(12)))
     votes["item_id"], votes["rater_id"] = [f"item-{i}" for i in range(300)], range(300)
