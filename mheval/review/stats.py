@@ -45,7 +45,7 @@ INTERVALS = {WILSON: "Wilson score interval (independent votes: no prompt or rat
              TWO_WAY: "two-way cluster-robust (prompts × raters, Cameron–Gelbach–Miller)",
              PROMPTS_ONLY: "cluster-robust over prompts; one rater, so it holds for that rater only",
              RATERS_ONLY: "cluster-robust over raters; one prompt, so it holds for that prompt only",
-             NONE: "no interval (a single vote, or a fit that diverged)"}
+             NONE: "no interval (a single vote, one rater on one prompt, or a fit that diverged)"}
 
 
 def wilson(successes: float, n: float, confidence: float = CONFIDENCE,
@@ -77,7 +77,7 @@ class Clustering:
         prompt_counts = pd.Series(prompts).value_counts()
         rater_counts = pd.Series(raters).value_counts()
         n_prompts, n_raters = len(prompt_counts), len(rater_counts)
-        if len(prompts) < 2:
+        if len(prompts) < 2 or (n_prompts < 2 and n_raters < 2):   # one vote, or one rater on one prompt
             kind = NONE
         elif prompt_counts.max() == 1 and rater_counts.max() == 1:
             kind = WILSON
@@ -146,7 +146,7 @@ def share_interval(values: np.ndarray, prompts: np.ndarray, raters: np.ndarray,
     n = len(values)
     clustering = clustering or Clustering.of(prompts, raters)
     if n == 0 or clustering.kind == NONE:
-        return (math.nan, math.nan) if n == 0 else wilson(float(values.sum()), n)
+        return math.nan, math.nan
     p = float(values.mean())
     if clustering.kind == WILSON:
         return wilson(float(values.sum()), n)
