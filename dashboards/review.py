@@ -9,7 +9,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from mheval.review.report import StudyReport, build_report, paper_table, protocol_text, ratings_table
+from mheval.review.report import (StudyReport, agreement_table, build_report, paper_table, protocol_text,
+                                  rater_table, ratings_table)
 from mheval.review.stats import ALL
 from mheval.review.storage import CRITERION_LABELS, DATABASE, StudyStore
 
@@ -25,7 +26,7 @@ def study_stamp(directory: Path) -> tuple:
                  for path in (directory / DATABASE, directory / f"{DATABASE}-wal"))
 
 
-@st.cache_data(show_spinner="computing the study's statistics (bootstrap)…")
+@st.cache_data(show_spinner="computing the study's statistics…")
 def load_report(directory: str, stamp: tuple, exclude_failing_raters: bool) -> StudyReport:
     """`stamp` (database modification times) recomputes the report when new votes arrive."""
     store = StudyStore(directory)
@@ -36,7 +37,7 @@ def load_report(directory: str, stamp: tuple, exclude_failing_raters: bool) -> S
 
 
 def share_chart_frame(report: StudyReport, criterion: str) -> pd.DataFrame:
-    """Long table for the chart: matchup × language × result → share and its Wilson interval, votes, raters."""
+    """Long table for the chart: matchup × language × result → share and its 95% interval, votes, raters."""
     rows = report.shares[(report.shares.criterion == criterion) & (report.shares.language != ALL)]
     return pd.concat([pd.DataFrame({"matchup": rows.matchup, "language": rows.language, "result": result,
                                     "share": rows[result], "low": rows[f"{result}_low"],
@@ -84,28 +85,30 @@ def page(run_dir: Path) -> None:
     criterion = st.selectbox("criterion", criteria, format_func=CRITERION_LABELS.get, key="review_criterion")
     st.subheader("Win / tie / loss of the first model")
     st.dataframe(paper_table(report.shares, criterion), hide_index=True, width="stretch")
-    st.caption("Shares of votes on real pairs (first showings), % [Wilson 95% interval]; `votes`, `raters` and "
+    st.caption("Shares of votes on real pairs (first showings), % [95% interval, clustered by prompt and rater; "
+               "`interval` says which]; `votes`, `raters` and "
                "`prompts` say how many stand behind each row. A row with few votes has a wide interval.")
     st.altair_chart(share_chart(share_chart_frame(report, criterion)), width="stretch")
-    st.caption("Per language: bars are shares, whiskers Wilson 95% intervals; hover for votes and raters.")
+    st.caption("Per language: bars are shares, whiskers 95% intervals; hover for votes and raters.")
     left, right = st.columns(2)
     for column, title, frame in ((left, "Davidson Bradley–Terry (ties modelled)", report.davidson),
                                  (right, "Arena-style Bradley–Terry (ties as half wins)", report.arena)):
-        column.markdown(f"**{title}**, rating [95% bootstrap CI]")
+        column.markdown(f"**{title}**, rating [95% CI, clustered by prompt and rater]")
         column.dataframe(ratings_table(frame[frame.criterion == criterion]), hide_index=True, width="stretch")
     st.subheader("Can the result be trusted?")
-    st.dataframe(report.agreement, hide_index=True, width="stretch")
+    st.dataframe(agreement_table(report.agreement), hide_index=True, width="stretch")
     st.dataframe(report.side_bias, hide_index=True, width="stretch")
     st.markdown("**Raters** (catch-trial pass rate, self-consistency on repeated pairs with sides swapped)")
-    st.dataframe(report.raters, hide_index=True, width="stretch")
+    st.dataframe(rater_table(report.raters), hide_index=True, width="stretch")
     st.markdown("**Votes to separate the models** (two-sided 5% test, 80% power)")
     st.dataframe(report.power[report.power.criterion == criterion], hide_index=True, width="stretch")
     if not report.metric_agreement.empty:
         st.subheader("Which automatic metric agrees with people")
         mine = report.metric_agreement[report.metric_agreement.criterion == criterion]
         st.dataframe(mine, hide_index=True, width="stretch")
-        st.caption("Share of decisive human votes whose winner the metric also prefers [Wilson 95%]; "
-                   "`agreement_with_ties` counts human ties as misses (a metric never says tie).")
+        st.caption("Share of decisive human votes whose winner the metric also prefers, a metric tie counting "
+                   "half (`metric_ties`) [95%, clustered]; "
+                   "`agreement_with_ties` is over all votes: a human tie agrees only with a metric tie.")
     for note in report.notes:
         st.caption(note)
     with st.expander("protocol (for a paper)"):

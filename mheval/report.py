@@ -33,6 +33,8 @@ WIDE_WIDTH = 200
 SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 NOTE_EXPLANATIONS = {
     "n<5": "fewer than 5 prompts: the interval is little more than the min–max range",
+    "n<5 per language": "a language with fewer than 5 prompts: the interval understates the uncertainty "
+                        "(too few prompts to trust it)",
     "yue→zh ASR": "Cantonese transcribed by a Mandarin decoder (this Whisper model has no yue)",
 }
 

@@ -391,9 +391,10 @@ def summary(table: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
     ranked on the same prompts; its interval is a bootstrap over prompts stratified by language.
 
     `notes` flags what a reader must know: the metric's own (e.g. sync's share of confident clips), `n<5` (fewer
-    than 5 prompts: the interval is little more than the min–max range), `yue→zh ASR` (speech transcribed with
-    another language's decoder, e.g. Cantonese by a Whisper without `yue`), and for `all` the prompts left out
-    because some model has no score for them."""
+    than 5 prompts: the interval is little more than the min–max range; `n<5 per language` on an `all` row one of
+    whose languages has fewer: that language adds little or no variance to the interval), `yue→zh ASR` (speech
+    transcribed with another language's decoder, e.g. Cantonese by a Whisper without `yue`), and for `all` the
+    prompts left out because some model has no score for them."""
     shared = {name: prompts_scored_by_every_model(table, name) for name in metric_names}
     rows = []
     for model, by_model in table.groupby("model", sort=True):
@@ -419,7 +420,8 @@ def _summary_row(model: str, language: str, clips: pd.DataFrame, scored: pd.Data
     result = headline.estimate
     per_clip = estimate(scored, metric, weighted=False, by_language=macro)
     status = clips.get(f"{metric.name}.status", pd.Series(dtype=object))
-    notes = list(headline.notes) + ([f"n<{MIN_PROMPTS}"] if 0 < result.n < MIN_PROMPTS else [])
+    notes = list(headline.notes) + ([f"n<{MIN_PROMPTS}"] if 0 < result.n < MIN_PROMPTS else
+                                    [f"n<{MIN_PROMPTS} per language"] if result.too_few and result.n else [])
     notes += _decoder_notes(scored, metric.name)
     left_out = (status == Status.OK).sum() - len(metric.scored_rows(scored))
     if macro and left_out:

@@ -22,10 +22,16 @@ MIN_PROMPTS = 5  # below this many prompts a bootstrap interval is little more t
 
 @dataclass(frozen=True)
 class Estimate:
+    """A summary with its 95% interval over `n` prompts. `too_few`: fewer than `MIN_PROMPTS` prompts in all or in
+    one of the strata it averages over: the interval is then little more than the range of a few prompts (a stratum
+    of one prompt adds no variance at all, so its interval can be zero-wide), and a reader must mark it or print
+    "too few" rather than show it as certain."""
+
     value: float
     low: float
     high: float
     n: int  # prompts
+    too_few: bool = False
 
 
 def _per_prompt_sums(groups: np.ndarray, values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +67,8 @@ def bootstrap(groups, values, weights=None, resamples: int = DEFAULT_RESAMPLES, 
               strata=None) -> Estimate:
     """Ratio-of-sums estimate with a percentile bootstrap interval over prompts (`groups`). With `strata` (one label
     per value, the same for all values of a prompt): the mean over strata of each stratum's ratio of sums, with
-    prompts resampled within their stratum."""
+    prompts resampled within their stratum. `too_few` when the total or any stratum has fewer than `MIN_PROMPTS`
+    prompts."""
     groups, values, weights, strata = _clean(groups, values, weights, strata)
     if len(values) == 0 or weights.sum() == 0:
         return Estimate(float("nan"), float("nan"), float("nan"), 0)
@@ -71,15 +78,16 @@ def bootstrap(groups, values, weights=None, resamples: int = DEFAULT_RESAMPLES, 
     sums = [(num, den) for num, den in sums if den.sum() > 0]
     value = np.mean([num.sum() / den.sum() for num, den in sums])
     prompts = sum(len(num) for num, _ in sums)
+    too_few = min(len(num) for num, _ in sums) < MIN_PROMPTS   # the total or any one stratum
     if prompts < 2:
-        return Estimate(float(value), float("nan"), float("nan"), prompts)
+        return Estimate(float(value), float("nan"), float("nan"), prompts, too_few)
     rng = np.random.default_rng(seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_stratum = []
         for num, den in sums:
             drawn = rng.integers(0, len(num), size=(resamples, len(num)))
             per_stratum.append(num[drawn].sum(axis=1) / den[drawn].sum(axis=1))
-    return Estimate(float(value), *_interval(np.mean(per_stratum, axis=0)), prompts)
+    return Estimate(float(value), *_interval(np.mean(per_stratum, axis=0)), prompts, too_few)
 
 
 def paired_bootstrap(groups_a, values_a, weights_a, groups_b, values_b, weights_b,
@@ -94,11 +102,11 @@ def paired_bootstrap(groups_a, values_a, weights_a, groups_b, values_b, weights_
     num_b, den_b = _per_prompt_sums(*_restrict(shared, gb, vb, wb))
     value = num_b.sum() / den_b.sum() - num_a.sum() / den_a.sum()
     if len(shared) < 2:
-        return Estimate(float(value), float("nan"), float("nan"), len(shared))
+        return Estimate(float(value), float("nan"), float("nan"), len(shared), True)
     index = _resample_indices(len(shared), resamples, seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         samples = num_b[index].sum(1) / den_b[index].sum(1) - num_a[index].sum(1) / den_a[index].sum(1)
-    return Estimate(float(value), *_interval(samples), len(shared))
+    return Estimate(float(value), *_interval(samples), len(shared), len(shared) < MIN_PROMPTS)
 
 
 def _restrict(shared, groups, values, weights):
@@ -116,10 +124,10 @@ def bootstrap_median(groups, values, resamples: int = DEFAULT_RESAMPLES, seed: i
     prompts = [values[index == k] for k in range(index.max() + 1)]
     value = float(np.median(values))
     if len(prompts) < 2:
-        return Estimate(value, float("nan"), float("nan"), len(prompts))
+        return Estimate(value, float("nan"), float("nan"), len(prompts), True)
     draws = _resample_indices(len(prompts), resamples, seed)
     samples = np.array([np.median(np.concatenate([prompts[k] for k in draw])) for draw in draws])
-    return Estimate(value, *_interval(samples), len(prompts))
+    return Estimate(value, *_interval(samples), len(prompts), len(prompts) < MIN_PROMPTS)
 
 
 ADJUSTMENTS = {"holm": "Holm (family-wise error rate)", "fdr_bh": "Benjamini–Hochberg (false discovery rate)"}

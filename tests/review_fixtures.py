@@ -1,9 +1,9 @@
 """Tiny runs and synthetic votes for the review tests.
 
 `tiny_run` writes a run directory through the run store: real mp4 clips (64x48, under a second, a tone) from
-several models on a few prompts of the multilingual suite, with stored scores for two automatic metrics. Model
-labels, adapter specs and the directory name are distinctive strings, so a test can look for them in everything a
-browser received.
+several models on a few prompts of the multilingual suite, with stored scores for two automatic metrics (sync
+confident on two clips of three). Model labels, adapter specs and the directory name are distinctive strings, so a
+test can look for them in everything a browser received.
 """
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def tiny_run(base: Path, models: tuple[str, ...] = MODELS, languages: tuple[str,
                                   str(path.relative_to(directory)), sha, {}, None))
         store.put_score(keys[0], sha, item_hash, "ok", {"brisque": float(rng.uniform(10, 60))})
         offset = float(rng.uniform(-200, 200))
-        store.put_score(keys[1], sha, item_hash, "ok", {"offset_ms": offset, "abs_offset_ms": abs(offset)})
+        store.put_score(keys[1], sha, item_hash, "ok", {"offset_ms": offset, "abs_offset_ms": abs(offset),
+                                                        "confident": index % 3 != 0})   # sync trusts 2 of 3 clips
     store.finish_run(run)
     store.close()
     return directory

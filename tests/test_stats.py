@@ -63,3 +63,16 @@ def test_strata_give_the_mean_over_strata_and_resample_within_each():
                                                             pytest.approx(0.3), 25)
     pooled = bootstrap(groups, values, weights)  # Japanese's 125 characters outweigh English's 200 words
     assert pooled.value == pytest.approx((20 + 62.5) / 325) and pooled.high - pooled.low > 0.05
+
+
+def test_a_stratum_with_one_prompt_is_flagged_and_its_zero_width_interval_never_passes_as_certain():
+    """Issue 20 item 6: 7 languages × 1 prompt each: resampling within a stratum of one prompt adds no variance,
+    so the macro interval is zero-wide whatever the values; the estimate says so."""
+    languages = ["en", "de", "fr", "es", "it", "ja", "zh"]
+    values = np.random.default_rng(3).uniform(0, 1, len(languages))
+    thin = bootstrap([f"{language}-0" for language in languages], values, strata=languages)
+    assert thin.n == 7 and thin.high - thin.low == pytest.approx(0) and thin.too_few
+    wide = [f"{language}-{k}" for language in languages for k in range(5)]
+    enough = bootstrap(wide, np.random.default_rng(4).uniform(0, 1, len(wide)), strata=[g[:2] for g in wide])
+    assert not enough.too_few and enough.high - enough.low > 0.05
+    assert bootstrap(list("abcd"), [0.1, 0.2, 0.3, 0.4]).too_few and not bootstrap(list("abcde"), [0.1] * 5).too_few

@@ -95,10 +95,13 @@ def add_review_parser(sub) -> None:
     serve.set_defaults(handler=cmd_serve)
 
     report = commands.add_parser("report", help="results: shares with intervals, ratings, agreement, raters",
-                                 description="Per criterion, matchup and language: win/tie/loss with Wilson 95% "
-                                             "intervals; Davidson and Arena-style Bradley–Terry ratings; "
+                                 description="Per criterion, matchup and language: win/tie/loss and the decisive "
+                                             "win share with 95% intervals clustered by prompt and rater, and "
+                                             "Holm-adjusted verdicts; Davidson and Arena-style Bradley–Terry "
+                                             "ratings; "
                                              "Krippendorff's α and Fleiss' κ; left-side bias; raters' catch-trial "
-                                             "pass rates and self-consistency; votes needed; metric–human "
+                                             "pass rates and self-consistency (with n; revoked raters marked); "
+                                             "votes needed; metric–human "
                                              "agreement; and a protocol paragraph.")
     report.add_argument("study", type=Path, metavar="STUDY_DIR")
     report.add_argument("--exclude-failing-raters", action="store_true",
