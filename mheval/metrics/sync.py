@@ -109,7 +109,8 @@ class SyncConfig:
     landmarks: str = field(default="68", metadata={
         "choices": tuple(LANDMARK_MODELS),
         "help": "68: the lip opening from dlib's 68-point landmarks (trained on iBUG 300-W: non-commercial use only); "
-                "5: how dark the mouth region placed by dlib's 5-point landmarks is (CC0 weights; less precise)"})
+                "5: how dark the mouth region of the face box is, tracked with dlib's 5-point landmarks (CC0 weights; "
+                "measures the puppet, but a real face whose head moves is usually not applicable: use 68 there)"})
     max_offset_ms: float = field(default=600.0, metadata={"help": "the lag search runs over ±this"})
     envelope_window_ms: float = field(default=50.0, metadata={"help": "audio window of each speech-level sample"})
     detect_every_frames: int = field(default=5, metadata={
