@@ -107,11 +107,6 @@ MOUTH_SIGNALS = {"68": "lip opening (68-point landmarks)", "5": "mouth darkness 
 
 @dataclass(frozen=True)
 class SyncConfig:
-    landmarks: str = field(default="68", metadata={
-        "choices": tuple(LANDMARK_MODELS),
-        "help": "68: the lip opening from dlib's 68-point landmarks (trained on iBUG 300-W: non-commercial use only); "
-                "5: how dark the mouth region of the face box is, tracked with dlib's 5-point landmarks (CC0 weights; "
-                "measures the puppet, but a real face whose head moves is usually not applicable: use 68 there)"})
     max_offset_ms: float = field(default=600.0, metadata={"help": "the lag search runs over ±this"})
     envelope_window_ms: float = field(default=50.0, metadata={"help": "audio window of each speech-level sample"})
     detect_every_frames: int = field(default=5, metadata={
@@ -130,6 +125,11 @@ class SyncConfig:
     vad_above_floor_db: float = field(default=12.0, metadata={"help": "voice activity: this far above the floor"})
     vad_below_peak_db: float = field(default=35.0, metadata={"help": "voice activity: at most this far below the "
                                                                      "peak"})
+    landmarks: str = field(default="68", metadata={
+        "choices": tuple(LANDMARK_MODELS),
+        "help": "68: the lip opening from dlib's 68-point landmarks (trained on iBUG 300-W: non-commercial use only); "
+                "5: how dark the mouth region of the face box is, tracked with dlib's 5-point landmarks (CC0 weights; "
+                "measures the puppet, but a real face whose head moves is usually not applicable: use 68 there)"})
 
 
 def find_cascade() -> Path | None:
