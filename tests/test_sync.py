@@ -52,6 +52,14 @@ def test_real_face_shift_is_recovered_within_one_frame(real_face, shift_ms):
 
 
 @needs_carphone
+def test_real_face_reencoded_at_a_low_bitrate_is_still_recovered(real_face, tmp_path):
+    """H.264 at 150 kbit/s (352 × 288) blurs the lips; the offset stays within one frame and the face is followed."""
+    low = rewrite_clip(real_face[120.0], tmp_path / "low.mp4", video_bitrate=150_000)
+    result = real_score(low)
+    assert abs(result["offset_ms"] - 120.0) <= 1000.0 / result["frame_rate"] and result["face_fraction"] >= 0.95
+
+
+@needs_carphone
 def test_real_face_with_a_voice_its_mouth_did_not_drive_is_not_confident(real_face, tmp_path):
     """The voice played backwards keeps its level statistics but has no true lag against the mouth."""
     reversed_voice = rewrite_clip(real_face[0.0], tmp_path / "reversed.mp4", audio=lambda audio, rate: audio[::-1])
