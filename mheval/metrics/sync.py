@@ -1,20 +1,28 @@
-"""Audio-video sync without learned weights: mouth openness against the speech envelope, on the streams' clock.
+"""Audio-video sync from facial landmarks: the lip opening against the speech envelope, on the streams' clock.
 
 Pipeline (per clip), all of it in `sync_signals`, which the metric and the dashboard's curves both call:
-1. Face: OpenCV's frontal-face Haar cascade (Debian `opencv-data`, or the wheel's `cv2.data` where it ships them) on
-   grey frames (short side 180) sampled every `detect_every_seconds` of presentation time; the largest face per
-   sample, median-smoothed and interpolated in time to every frame. Haar was chosen over mediapipe's face mesh
-   because mediapipe 0.10.21 pins numpy<2, which the rest of mheval cannot use; a box is enough, since the signal
-   below needs only where the mouth is, not its shape.
-2. Mouth openness per frame (grey frames, short side ≤ 360; a region mean barely depends on the size): how much
-   darker the mouth region (the lower-middle part of the face box, where an opening mouth shows its dark cavity) is
-   than the whole face, so global lighting changes cancel out. The same ratio for the nose band, which does not
-   articulate, is the noise reference (codec noise, box jitter, head motion).
-3. Time: every frame sits at its presentation time (pts × time_base, after edit lists), and the openness is
+1. Face: `mheval.faces.FaceTracker` on grey frames (short side ≤ 360, one decoding pass): dlib's HOG detector on
+   every `detect_every_frames`-th frame (the image doubled when the face is below the detector's 80-pixel window),
+   landmarks on every frame, fitted in the box the previous frame's landmarks give. Weights ship in PyPI packages
+   (`dlib-bin`, `face-recognition-models`). Chosen over OpenCV's Haar cascade (version ≤ 4), which found the face of
+   real video with real speech in 48 % of frames; the tracker finds carphone's face in 100 % of its frames (≥ 95 %
+   tested, at 288 and at 144 pixels, where the face is about 50 px) at one detection per 5 frames.
+2. Mouth signal per frame, by `landmarks`:
+   - `68` (default): the lip opening, the inner lips' gap (points 61–63 to 67–65) over the mouth's width (48–54);
+     its reference, which does not articulate, is the nose's length over the outer eye corners' distance (landmark
+     jitter, pose). The 68-point model was trained on iBUG 300-W, whose terms exclude commercial use.
+   - `5`: dlib's 5-point model (CC0) has no lips, so the signal is the one versions ≤ 4 used, how much darker the
+     mouth region (the lower middle of the tracked box) is than the whole box, with the nose band as reference.
+     It recovers the puppet's shifts, but on carphone its articulation is 1.2 (the mouth region darkens no more
+     than the nose band as the head turns in the light), so a real face with a moving head is "not applicable"
+     there: real faces need `68`.
+   The detail records which (`mouth_signal`).
+3. Time: every frame sits at its presentation time (pts × time_base, after edit lists), and the measure is
    resampled linearly onto a uniform grid at the clip's frame rate (frames over the span of their timestamps), so a
-   variable-frame-rate clip is measured as it plays. The audio's first sample plays at its stream's start time, so
-   an audio track that starts late (edit list, `-itsoffset`) is measured as late. Below `min_fps` frames per second
-   the mouth is not sampled often enough to time it: not applicable.
+   variable-frame-rate clip is measured as it plays; frames without a face are interpolated from their neighbours.
+   The audio's first sample plays at its stream's start time, so an audio track that starts late (edit list,
+   `-itsoffset`) is measured as late. Below `min_fps` frames per second the mouth is not sampled often enough to
+   time it: not applicable.
 4. Speech envelope on the grid: log RMS of `envelope_window_ms` of audio centred on each grid time, and an energy
    voice-activity detector on it (above both the noise floor + 12 dB and the loudest level − 35 dB).
 5. Both signals lose their 1-second moving average (slow lighting and pose drift; the 2–7 Hz band where mouth
@@ -24,22 +32,28 @@ Pipeline (per clip), all of it in `sync_signals`, which the metric and the dashb
 
 Sign convention: `offset_ms` > 0 means the audio comes LATER than the mouth (audio lags video), the same sign as the
 puppet adapter's `shift_ms`; < 0 means the sound leads the lips. Natural speech is not at 0: the mouth typically
-leads the voice by 100–300 ms at onsets, so compare models with each other, not with zero. Calibrated on puppet
-clips with known shifts (tests/test_sync.py, `mheval validate`): error ≤ 1 frame for every shift within ±10 frames.
+leads the voice by 100–300 ms at onsets, so compare models with each other, not with zero.
 
-Not applicable (never a number): no audio or no video, one frame or fewer than `min_fps` frames per second, no face,
-no speech, and no articulation — `articulation`, the mouth's mean change per step during speech over the nose
-band's, below `min_articulation` (1.5). Calibrated on the smoke items: the puppet scores 3.0–3.7 (its head sways,
-which moves the nose band too); a frozen copy scores 0 (identical frames), and 0.2–0.8 with per-frame noise, a
-1–2 px camera shake or a slow sway added. A still portrait whose mouth moves has a still nose band and scores high,
-so it is measured.
+Validated (tests/test_sync.py, `mheval validate`): on carphone (a real man talking, upscaled to 352 × 288, 30 fps)
+with a voice whose loudness follows his mouth's dark cavity (measured from pixels, with faces detected on every
+frame), shifted by −200, −80, 0, +120, +240 ms: errors +0.4…+0.7 frames (+14…+22 ms); on puppet clips with their
+own speech shifted by −10…+10 frames: every error ≤ 1 frame, with both `landmarks` settings.
+
+Not applicable (never a number): no audio or no video, one frame or fewer than `min_fps` frames per second, no face
+(in fewer than `min_face_fraction` of the frames), no speech, and no articulation — `articulation`, the mouth's mean
+change per step during speech over the reference's, below `min_articulation` (1.5). Calibrated (landmarks=68): real
+speech scores 2.4–3.3 (carphone at every shift), the puppet 2.9–4.1; frozen copies (the first frame repeated, then
+encoded), and those with per-frame noise, a 1–2 px camera shake or a slow sway added, score 0.4–0.95, on carphone
+and on the puppet. A still portrait whose mouth moves has a still reference and scores high (4.4), so it is measured.
 
 `confidence` is how far the correlation peak stands above the median over all lags (0: no preferred lag); a clip is
-`confident` when it reaches `min_confidence` (0.5). Calibrated on the smoke items: puppet clips with their own speech
-score 0.60–0.93 at every shift within ±10 frames; puppet faces paired with another item's speech, which have no true
-lag, 0.15–0.54 (1 of 12 pairs above 0.5: the puppet's lines share their pauses, a harder null than real speech). `at_search_boundary` is set when the peak
-is at ±`max_offset_ms`: the true offset may lie beyond. `silent_mouth_motion` is the mouth's change during
-silences over that during speech (0: the mouth rests when nobody speaks; about 1: it moves as much as when speaking).
+`confident` when it reaches `min_confidence` (0.5). Calibrated (landmarks=68): carphone with its own voice scores
+0.68–0.93 at every shift, puppet clips with their own speech 0.52–0.80 (two smoke items, every 2nd shift); puppet
+faces paired with another item's speech, which have no true lag, 0.17–0.44, and carphone with its voice played
+backwards 0.31 (tested: below 0.5).
+`at_search_boundary` is set when the peak is at ±`max_offset_ms`: the true offset may lie beyond.
+`silent_mouth_motion` is the mouth's change during silences over that during speech (0: the mouth rests when nobody
+speaks; about 1: it moves as much as when speaking).
 
 The summary of a model × language (`summarize`) is the signed median `offset_ms` over its confident clips, with a
 bootstrap interval over prompts, and notes with the share of confident clips and how many sit at the boundary (a
@@ -59,47 +73,67 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from mheval import faces
 from mheval.media import ASR_SAMPLE_RATE, ClipMedia, frame_rate
 from mheval.metrics import ClipContext, GroupSummary, Metric, NotApplicable, register
 from mheval.stats import bootstrap_median
 
 CASCADE_NAME = "haarcascade_frontalface_default.xml"
 CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades")
-# Regions inside a Haar face box, as fractions of its width (x) and height (y).
-MOUTH_X, MOUTH_Y = (0.28, 0.72), (0.62, 0.95)
-NOSE_X, NOSE_Y = (0.38, 0.62), (0.38, 0.56)      # between the eyes and the mouth: moves with the head, not the lips
-FACE_X, FACE_Y = (0.0, 1.0), (0.0, 1.0)
-DETECT_SHORT_SIDE = 180   # grey frames are scaled to this short side for detection only
-MOUTH_SHORT_SIDE = 360    # and to at most this one for the openness ratios
+DETECT_SHORT_SIDE = 180   # the `syncnet` metric's Haar detection size
+ANALYSIS_SHORT_SIDE = 360   # grey frames are tracked and measured at most at this short side
+# Regions of the tracked face box for the darkness signal (landmarks=5), as fractions of its width (x) and height
+# (y); dlib's box runs from the eyebrows to the chin.
+MOUTH_X, MOUTH_Y = (0.28, 0.72), (0.62, 1.0)
+NOSE_X, NOSE_Y = (0.4, 0.6), (0.3, 0.55)      # between the eyes and the mouth: moves with the head, not the lips
 NOISE_FLOOR = 1e-3        # openness change per step that counts as still (≈ 0.15 grey level on a mid-grey face)
 
 
 @dataclass(frozen=True)
 class SyncDetail:
-    """The correlation of mouth and speech at every lag the search tried (`offset_ms` is its refined peak)."""
+    """The correlation of mouth and speech at every lag the search tried (`offset_ms` is its refined peak), and the
+    mouth signal it correlated (`MOUTH_SIGNALS`; empty in scores of versions before 5, which all used darkness in a
+    Haar face box)."""
 
     correlations: list[float] = field(default_factory=list)   # lag −max_lag … +max_lag grid steps
     lag_step_ms: float | None = None
     sign: str = "offset_ms > 0: audio lags video"
+    mouth_signal: str = ""
+
+
+LANDMARK_MODELS = {"68": faces.LANDMARKS_68, "5": faces.LANDMARKS_5}
+MOUTH_SIGNALS = {"68": "lip opening (68-point landmarks)", "5": "mouth darkness (5-point landmarks)"}
 
 
 @dataclass(frozen=True)
 class SyncConfig:
-    max_offset_ms: float = 600.0
-    envelope_window_ms: float = 50.0
-    detect_every_seconds: float = 0.2
-    min_face_fraction: float = 0.5     # of sampled frames with a face, else "not applicable"
-    min_speech_seconds: float = 0.5
-    min_fps: float = 10.0              # frames per second of presentation time, else "not applicable"
-    min_articulation: float = 1.5      # mouth motion over nose-band motion during speech, else "not applicable"
-    min_confidence: float = 0.5        # a clip below it stays out of the summary's median
-    context_ms: float = 600.0          # time around speech that enters the correlation
-    detrend_seconds: float = 1.0       # moving average removed from both signals (slow lighting / pose drift)
-    vad_above_floor_db: float = 12.0
-    vad_below_peak_db: float = 35.0
+    max_offset_ms: float = field(default=600.0, metadata={"help": "the lag search runs over ±this"})
+    envelope_window_ms: float = field(default=50.0, metadata={"help": "audio window of each speech-level sample"})
+    detect_every_frames: int = field(default=5, metadata={
+        "help": "face detection on every Nth frame; landmarks on every frame from the previous one's"})
+    min_face_fraction: float = field(default=0.5, metadata={"help": "share of frames with a face, else not "
+                                                                    "applicable"})
+    min_speech_seconds: float = field(default=0.5, metadata={"help": "voice activity needed, else not applicable"})
+    min_fps: float = field(default=10.0, metadata={"help": "frames per second of presentation time, else not "
+                                                           "applicable"})
+    min_articulation: float = field(default=1.5, metadata={
+        "help": "mouth motion over the still reference's motion during speech, else not applicable"})
+    min_confidence: float = field(default=0.5, metadata={"help": "a clip below it stays out of the summary's median"})
+    context_ms: float = field(default=600.0, metadata={"help": "time around speech that enters the correlation"})
+    detrend_seconds: float = field(default=1.0, metadata={
+        "help": "moving average removed from both signals (slow lighting and pose drift)"})
+    vad_above_floor_db: float = field(default=12.0, metadata={"help": "voice activity: this far above the floor"})
+    vad_below_peak_db: float = field(default=35.0, metadata={"help": "voice activity: at most this far below the "
+                                                                     "peak"})
+    landmarks: str = field(default="68", metadata={
+        "choices": tuple(LANDMARK_MODELS),
+        "help": "68: the lip opening from dlib's 68-point landmarks (trained on iBUG 300-W: non-commercial use only); "
+                "5: how dark the mouth region of the face box is, tracked with dlib's 5-point landmarks (CC0 weights; "
+                "measures the puppet, but a real face whose head moves is usually not applicable: use 68 there)"})
 
 
 def find_cascade() -> Path | None:
+    """OpenCV's frontal-face Haar cascade (the `syncnet` metric's face finder)."""
     directories = [Path(getattr(getattr(cv2, "data", None), "haarcascades", "") or "."), *map(Path, CASCADE_DIRS)]
     return next((d / CASCADE_NAME for d in directories if (d / CASCADE_NAME).is_file()), None)
 
@@ -109,19 +143,28 @@ def load_cascade(path: Path) -> cv2.CascadeClassifier:
     return cv2.CascadeClassifier(str(path))
 
 
+def detect_faces(detector: cv2.CascadeClassifier, grey: np.ndarray) -> np.ndarray:
+    """Every face in a uint8 grey frame [H, W] as (x, y, w, h) rows in its pixels, shape [K, 4] float64 (Haar; the
+    `syncnet` metric's face finder)."""
+    side = max(24, min(grey.shape) // 6)
+    found = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+    return np.asarray(found, dtype=np.float64).reshape(-1, 4)
+
+
 @dataclass(frozen=True)
 class SyncSignals:
     """What the sync metric measures on one clip, on a uniform time grid."""
 
     rate: float                # grid points per second: the clip's frame rate
     times: np.ndarray          # [T] grid times, seconds on the container's clock
-    mouth: np.ndarray          # [T] mouth openness
-    nose: np.ndarray           # [T] the same ratio in the nose band: the noise reference
+    mouth: np.ndarray          # [T] mouth opening
+    reference: np.ndarray      # [T] a measure of the same kind on a part of the face that does not articulate
     envelope: np.ndarray       # [T] speech level, dB
     speech: np.ndarray         # [T] bool, voice activity
     max_lag: int               # lags run over −max_lag … +max_lag grid steps
     correlations: np.ndarray   # [2 · max_lag + 1] Pearson r of mouth[t] and envelope[t + lag]
     face_fraction: float
+    mouth_signal: str          # MOUTH_SIGNALS[landmarks]
 
     @property
     def speech_seconds(self) -> float:
@@ -132,60 +175,59 @@ class SyncSignals:
 
     @property
     def articulation(self) -> float:
-        return self.motion_during_speech(self.mouth) / max(self.motion_during_speech(self.nose), NOISE_FLOOR)
+        return self.motion_during_speech(self.mouth) / max(self.motion_during_speech(self.reference), NOISE_FLOOR)
+
+
+def face_measures(media: ClipMedia, cfg: SyncConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Presentation times [F] and (mouth, reference) per frame [F, 2], NaN where the tracker has no face."""
+    tracker = faces.FaceTracker(LANDMARK_MODELS[cfg.landmarks], cfg.detect_every_frames)
+    measure = lip_opening if cfg.landmarks == "68" else mouth_darkness
+    times, values = [], []
+    for frame in media.frames(short_side=ANALYSIS_SHORT_SIDE, grey=True, enlarge=False):
+        times.append(frame.time)
+        face = tracker(frame.image)
+        values.append((np.nan, np.nan) if face is None else measure(frame.image, face))
+    return np.array(times), np.array(values, dtype=np.float64).reshape(-1, 2)
 
 
 def sync_signals(media: ClipMedia, cfg: SyncConfig) -> SyncSignals:
-    """Face track, mouth and nose-band openness, speech envelope and lagged correlations of one clip.
+    """Face track, mouth and reference measures, speech envelope and lagged correlations of one clip.
 
     Raises NotApplicable without audio or video, with one frame or below `min_fps`, and without a face."""
     media.require(video=True, audio=True)
-    cascade = find_cascade()
-    if cascade is None:
-        raise RuntimeError(AudioVideoSync().unavailable())
-    times, boxes_at, boxes, sampled = [], [], [], 0
-    next_detection = None
-    for frame in media.frames(short_side=DETECT_SHORT_SIDE, grey=True, enlarge=False):
-        times.append(frame.time)
-        if next_detection is None or frame.time >= next_detection - 1e-6:
-            next_detection = frame.time + cfg.detect_every_seconds
-            sampled += 1
-            box = largest_face(load_cascade(cascade), frame.image)
-            if box is not None:
-                boxes_at.append(frame.time)
-                boxes.append(box / np.tile(frame.image.shape[1::-1], 2))   # as fractions of width and height
-    times = np.array(times)
+    missing = faces.dlib_missing(LANDMARK_MODELS[cfg.landmarks])
+    if missing:
+        raise RuntimeError(missing)
+    times, measures = face_measures(media, cfg)
     if len(times) < 2:
         raise NotApplicable("one video frame: no motion to time")
     rate = frame_rate(times, 0.0)
     if rate < cfg.min_fps:
         raise NotApplicable(f"{rate:.1f} frames per second, below min_fps {cfg.min_fps:g}: "
                             "the mouth is not sampled often enough to time it")
-    face_fraction = len(boxes) / sampled
+    found = ~np.isnan(measures[:, 0])
+    face_fraction = float(found.mean())
     if face_fraction < cfg.min_face_fraction:
-        raise NotApplicable(f"no face (found in {face_fraction:.0%} of sampled frames)")
-    smoothed = median_smooth(np.array(boxes))
-    track = np.stack([np.interp(times, boxes_at, smoothed[:, k]) for k in range(4)], axis=1)   # [F, 4] fractions
-    openness = np.array([region_openness(frame.image, track[frame.index]) for frame in
-                         media.frames(short_side=MOUTH_SHORT_SIDE, grey=True, enlarge=False)])   # [F, 2]
-    # Each frame is shown from its time until the next one's: its openness belongs to that interval's centre.
+        raise NotApplicable(f"no face (found in {face_fraction:.0%} of frames)")
+    # Each frame is shown from its time until the next one's: its measure belongs to that interval's centre.
     durations = np.diff(times, append=times[-1] + np.median(np.diff(times)))
     centres = times + durations / 2
     grid = centres[0] + np.arange(int(np.floor((centres[-1] - centres[0]) * rate + 1e-6)) + 1) / rate
-    mouth, nose = (np.interp(grid, centres, openness[:, k]) for k in range(2))
+    mouth, reference = (np.interp(grid, centres[found], measures[found, k]) for k in range(2))
     envelope = speech_envelope(media.audio_16k, ASR_SAMPLE_RATE, grid - media.audio_start, cfg.envelope_window_ms)
     speech = voice_activity(envelope, cfg)
     max_lag = max(1, int(round(cfg.max_offset_ms / 1000 * rate)))
     width = max(1, int(round(cfg.detrend_seconds * rate)))
     window = dilate(speech, int(round(cfg.context_ms / 1000 * rate)))
     correlations = lagged_correlations(detrend(mouth, width), detrend(envelope, width), window, max_lag)
-    return SyncSignals(rate, grid, mouth, nose, envelope, speech, max_lag, correlations, face_fraction)
+    return SyncSignals(rate, grid, mouth, reference, envelope, speech, max_lag, correlations, face_fraction,
+                       MOUTH_SIGNALS[cfg.landmarks])
 
 
 @register
 class AudioVideoSync(Metric):
     name = "sync"
-    version = "4"
+    version = "5"
     inputs = ("video", "audio")
     fields = ("offset_ms", "abs_offset_ms", "offset_frames", "confidence", "confident", "at_search_boundary",
               "corr_at_zero", "corr_at_peak", "articulation", "speech_mouth_motion", "silent_mouth_motion",
@@ -196,23 +238,19 @@ class AudioVideoSync(Metric):
     unit = "ms"
     paper_column = "sync"
     detail_class = SyncDetail
-    description = ("weight-free lip sync on frame timestamps: Haar face, mouth darkness vs speech envelope, "
-                   "cross-correlation within ±600 ms; summary: signed median over confident clips, "
-                   "offset_ms > 0 = audio lags video")
+    description = ("lip sync on frame timestamps: dlib face tracker, lip opening from 68-point landmarks (or mouth "
+                   "darkness, landmarks=5) vs speech envelope, cross-correlation within ±600 ms; summary: signed "
+                   "median over confident clips, offset_ms > 0 = audio lags video")
     options_class = SyncConfig
 
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)
 
     def weight_paths(self) -> list[Path]:
-        cascade = find_cascade()
-        return [cascade] if cascade else []
+        return [faces.model_file(LANDMARK_MODELS[self.settings.landmarks])] if self.unavailable() is None else []
 
     def unavailable(self) -> str | None:
-        if find_cascade() is None:
-            return (f"{CASCADE_NAME} not found in cv2.data or {', '.join(CASCADE_DIRS)}; "
-                    "install Debian's opencv-data (apt-get install opencv-data)")
-        return None
+        return faces.dlib_missing(LANDMARK_MODELS[self.settings.landmarks])
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
         cfg = self.settings
@@ -221,7 +259,7 @@ class AudioVideoSync(Metric):
             raise NotApplicable(f"no speech ({signals.speech_seconds:.2f} s of voice activity)")
         if signals.articulation < cfg.min_articulation:
             raise NotApplicable(f"no mouth motion during speech: the mouth moves {signals.articulation:.1f}× as much "
-                                f"as the nose band (codec noise, head motion), below min_articulation "
+                                f"as the nose (landmark jitter, codec noise, head motion), below min_articulation "
                                 f"{cfg.min_articulation:g}")
         correlations, max_lag = signals.correlations, signals.max_lag
         lag = float(refine_peak(correlations) - max_lag)
@@ -243,7 +281,8 @@ class AudioVideoSync(Metric):
             "face_fraction": signals.face_fraction,
             "frame_rate": signals.rate,
             "detail": {"correlations": [round(float(c), 5) for c in correlations],
-                       "lag_step_ms": 1000.0 / signals.rate, "sign": "offset_ms > 0: audio lags video"},
+                       "lag_step_ms": 1000.0 / signals.rate, "sign": "offset_ms > 0: audio lags video",
+                       "mouth_signal": signals.mouth_signal},
         }
 
     @classmethod
@@ -273,46 +312,6 @@ class AudioVideoSync(Metric):
 def _flag(rows: pd.DataFrame, column: str) -> pd.Series:
     """A yes/no column of a clip table; False where it is missing (scores of sync versions before 4 lack it)."""
     return rows.get(column, pd.Series(False, index=rows.index)).fillna(False).astype(bool)
-
-
-def detect_faces(detector: cv2.CascadeClassifier, grey: np.ndarray) -> np.ndarray:
-    """Every face in a uint8 grey frame [H, W] as (x, y, w, h) rows in its pixels, shape [K, 4] float64."""
-    side = max(24, min(grey.shape) // 6)
-    faces = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
-    return np.asarray(faces, dtype=np.float64).reshape(-1, 4)
-
-
-def largest_face(detector: cv2.CascadeClassifier, grey: np.ndarray) -> np.ndarray | None:
-    """The largest face (x, y, w, h) in pixels of a uint8 grey frame [H, W], or None."""
-    faces = detect_faces(detector, grey)
-    if len(faces) == 0:
-        return None
-    return max(faces, key=lambda box: box[2] * box[3])
-
-
-def median_smooth(boxes: np.ndarray) -> np.ndarray:
-    """Median over each detection and its neighbours: one stray detection must not move the mouth region."""
-    if len(boxes) < 3:
-        return boxes
-    padded = np.concatenate([boxes[:1], boxes, boxes[-1:]])
-    return np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
-
-
-def region_openness(grey: np.ndarray, box: np.ndarray) -> tuple[float, float]:
-    """1 − mean grey of the mouth region / mean grey of the face (higher = darker = more open), and the same ratio
-    for the nose band; `box` is (x, y, w, h) as fractions of the frame's width and height."""
-    height, width = grey.shape
-    x, y, w, h = box * (width, height, width, height)
-    face = grey[_span(y, h, FACE_Y, height), _span(x, w, FACE_X, width)].mean()
-    ratios = (1.0 - grey[_span(y, h, ys, height), _span(x, w, xs, width)].mean() / max(face, 1.0)
-              for xs, ys in ((MOUTH_X, MOUTH_Y), (NOSE_X, NOSE_Y)))
-    return tuple(ratios)
-
-
-def _span(start: float, length: float, fractions: tuple[float, float], limit: int) -> slice:
-    low = int(np.clip(round(start + fractions[0] * length), 0, limit - 1))
-    high = int(np.clip(round(start + fractions[1] * length), low + 1, limit))
-    return slice(low, high)
 
 
 def speech_envelope(audio: np.ndarray, sample_rate: int, times: np.ndarray, window_ms: float) -> np.ndarray:
@@ -372,6 +371,35 @@ def refine_peak(values: np.ndarray) -> float:
     left, centre, right = values[best - 1: best + 2]
     curvature = left - 2 * centre + right
     return best + (0.5 * (left - right) / curvature if curvature < 0 else 0.0)
+
+
+def lip_opening(grey: np.ndarray, face: faces.TrackedFace) -> tuple[float, float]:
+    """The inner lips' gap (the mean of points 61–63 to 67–65) over the mouth's width (corners 48 and 54), and the
+    reference: the nose's length (27 to 33) over the outer eye corners' distance (36 to 45), a ratio of the same
+    landmark model on a part of the face that does not articulate (landmark jitter, pose)."""
+    points = face.points
+    gap = np.linalg.norm(points[[61, 62, 63]] - points[[67, 66, 65]], axis=1).mean()
+    width = max(np.linalg.norm(points[54] - points[48]), 1e-6)
+    nose = np.linalg.norm(points[33] - points[27])
+    eyes = max(np.linalg.norm(points[45] - points[36]), 1e-6)
+    return float(gap / width), float(nose / eyes)
+
+
+def mouth_darkness(grey: np.ndarray, face: faces.TrackedFace) -> tuple[float, float]:
+    """1 − mean grey of the mouth region / mean grey of the face box (higher = darker = more open: an opening mouth
+    shows its dark cavity; global lighting cancels out), and the same ratio for the nose band, the reference. The
+    box is the tracker's, which dlib's 5 points (eyes, nose base) re-centre on every frame."""
+    box, (height, width) = face.box, grey.shape
+    whole = max(float(grey[_span(box.top, box.bottom, (0.0, 1.0), height),
+                           _span(box.left, box.right, (0.0, 1.0), width)].mean()), 1.0)
+    return tuple(1.0 - float(grey[_span(box.top, box.bottom, ys, height),
+                                  _span(box.left, box.right, xs, width)].mean()) / whole
+                 for xs, ys in ((MOUTH_X, MOUTH_Y), (NOSE_X, NOSE_Y)))
+
+
+def _span(low: int, high: int, fractions: tuple[float, float], limit: int) -> slice:
+    start = int(np.clip(round(low + fractions[0] * (high - low)), 0, limit - 1))
+    return slice(start, int(np.clip(round(low + fractions[1] * (high - low)), start + 1, limit)))
 
 
 def silent_motion_ratio(mouth: np.ndarray, speech: np.ndarray) -> float | None:
