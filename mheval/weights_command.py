@@ -22,7 +22,9 @@ the machine is online (into the Hugging Face cache, or --weights-dir), refuses a
 the pin, and reports the metric unavailable (the run goes on) when they cannot be had. Weights whose pins could not
 be found are used only with `mheval run --allow-unpinned`. A local path given as a metric option always wins.
 
-Without a subcommand: list every metric's weights and where they are here ("not fetched" when absent).
+Without a subcommand: list every metric's weights and where they are here: the hub weights ("not fetched" when
+absent), then the weights that ship in installed packages (Whisper base, dlib's face models, DNSMOS, Resemblyzer,
+BRISQUE), with their sha256 as they enter score keys and the manifest.
 """
 
 EPILOG = """\
@@ -70,6 +72,42 @@ def weights_rows(policy: WeightsPolicy) -> list[dict]:
     return rows
 
 
+def shipped_weights_rows() -> list[dict]:
+    """One JSON-ready row per metric whose default configuration reads local files (weights shipped in packages;
+    WER's Whisper base beside its hub-pinned large-v3): those files with their sha256 (the ones in its score keys),
+    or why it cannot run here. Read offline, so listing never fetches anything."""
+    from mheval.metrics import create_metric, metric_class, metric_names
+
+    rows = []
+    saved = os.environ.get(OFFLINE_ENV)
+    os.environ[OFFLINE_ENV] = "1"
+    try:
+        for name in metric_names():
+            metric = create_metric(name)
+            reason = metric.unavailable()
+            files = [] if reason else [{"path": item.path, "sha256": item.sha256} for item in metric.weights()]
+            if files or (reason and metric_class(name).hub_weights is None):
+                rows.append({"metric": name, "files": files, "unavailable": reason})
+    finally:
+        os.environ.pop(OFFLINE_ENV) if saved is None else os.environ.__setitem__(OFFLINE_ENV, saved)
+    return rows
+
+
+def print_shipped_weights(rows: list[dict]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from mheval.report import make_console
+
+    table = Table(title="weights shipped in installed packages", show_lines=True, box=box.SQUARE, padding=(0, 0))
+    table.add_column("metric", max_width=18)
+    table.add_column("files here: sha256", overflow="fold")
+    for row in rows:
+        lines = [f"{item['path']}: {item['sha256'][:12]}…" for item in row["files"]]
+        table.add_row(row["metric"], "\n".join(lines) or f"unavailable: {row['unavailable']}")
+    make_console().print(table)
+
+
 def _where(row: dict) -> str:
     if row["location"]:
         return row["location"]
@@ -105,11 +143,12 @@ def print_weights(rows: list[dict], cache_dir: Path) -> None:
 
 def cmd_weights(args: argparse.Namespace) -> int:
     policy = _policy(args.weights_dir)
-    rows = weights_rows(policy)
+    rows, shipped = weights_rows(policy), shipped_weights_rows()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"hub": rows, "shipped": shipped}, indent=2))
     else:
         print_weights(rows, policy.cache_dir)
+        print_shipped_weights(shipped)
     return EXIT_OK
 
 

@@ -184,7 +184,7 @@ def test_weights_fetch_fills_a_folder_that_an_offline_run_then_uses(hub, pinned_
     assert metric.unavailable() is None
     assert metric.score(clip)["clip_score"] == metric.score(clip)["clip_score"]
     assert main(["weights", "--json"]) == 0
-    rows = {row["repo"]: row for row in json.loads(capsys.readouterr().out)}
+    rows = {row["repo"]: row for row in json.loads(capsys.readouterr().out)["hub"]}
     assert rows[REPO]["location"] == str(snapshot_file(folder).parent)
     assert rows[REPO]["files"][0]["state"] == "ok"
     assert hub.requests == []
@@ -240,8 +240,15 @@ def test_the_real_declarations_are_listed_with_their_pins(environment, capsys, m
         assert repo in table
     assert "not fetched" in table and "used only with --allow-unpinned" in table
     assert main(["weights", "--json"]) == 0
-    rows = {row["repo"]: row for row in json.loads(capsys.readouterr().out)}
+    listing = json.loads(capsys.readouterr().out)
+    rows = {row["repo"]: row for row in listing["hub"]}
     assert rows["laion/CLIP-ViT-B-32-laion2B-s34B-b79K"]["metrics"] == ["clip_iqa", "clip_score"]
+    shipped = {row["metric"]: row for row in listing["shipped"]}
+    from mheval.files import sha256_file
+    assert shipped["wer"]["files"][0]["path"].startswith("pypi:")   # Whisper base, from its PyPI wheels
+    for metric in ("sync", "identity", "brisque"):   # the package-shipped files, hashed as score keys hash them
+        assert shipped[metric]["files"] and shipped[metric]["unavailable"] is None
+        assert all(sha256_file(item["path"]) == item["sha256"] for item in shipped[metric]["files"])
     assert rows["Systran/faster-whisper-large-v3"]["pinned"] and rows["chunyu-li/LatentSync"]["pinned"]
     assert not rows["TIGER-Lab/VideoScore2"]["pinned"]
     assert all(row["location"] is None for row in rows.values())
