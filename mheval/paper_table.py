@@ -1,6 +1,6 @@
 """The daVinci-MagiHuman paper's comparison table (VideoScore2 visual quality / text alignment / physical
 consistency on 1–5, and WER), per model over all prompts of a run, each with its 95% bootstrap interval; and the
-SyncNet offset next to the weight-free sync metric's. Printed by the report when those metrics are in the run."""
+SyncNet offset next to the landmark `sync` metric's. Printed by the report when those metrics are in the run."""
 from __future__ import annotations
 
 import math
@@ -61,7 +61,7 @@ def paper_table(clips: pd.DataFrame, notices: dict[str, str | None] | None = Non
 
 
 def sync_offsets_table(clips: pd.DataFrame, notices: dict[str, str | None] | None = None) -> Table | None:
-    """Per model: SyncNet's offset beside the weight-free sync offset (ms, audio lags > 0), and how often they agree."""
+    """Per model: SyncNet's offset beside the `sync` metric's offset (ms, audio lags > 0), and how often they agree."""
     if clips.empty or not (_present(clips, "sync") and _present(clips, "syncnet")):
         return None
     table = Table(title="lip-sync offsets — median ms (> 0: audio lags video); agree = within one 25 fps frame")

@@ -65,11 +65,9 @@ priming samples (an impulse written at t is heard at t, to the sample, with and 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -78,9 +76,6 @@ from mheval.media import ASR_SAMPLE_RATE, ClipMedia, frame_rate
 from mheval.metrics import ClipContext, GroupSummary, Metric, NotApplicable, register
 from mheval.stats import bootstrap_median
 
-CASCADE_NAME = "haarcascade_frontalface_default.xml"
-CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades")
-DETECT_SHORT_SIDE = 180   # the `syncnet` metric's Haar detection size
 ANALYSIS_SHORT_SIDE = 360   # grey frames are tracked and measured at most at this short side
 # Regions of the tracked face box for the darkness signal (landmarks=5), as fractions of its width (x) and height
 # (y); dlib's box runs from the eyebrows to the chin.
@@ -130,25 +125,6 @@ class SyncConfig:
         "help": "68: the lip opening from dlib's 68-point landmarks (trained on iBUG 300-W: non-commercial use only); "
                 "5: how dark the mouth region of the face box is, tracked with dlib's 5-point landmarks (CC0 weights; "
                 "measures the puppet, but a real face whose head moves is usually not applicable: use 68 there)"})
-
-
-def find_cascade() -> Path | None:
-    """OpenCV's frontal-face Haar cascade (the `syncnet` metric's face finder)."""
-    directories = [Path(getattr(getattr(cv2, "data", None), "haarcascades", "") or "."), *map(Path, CASCADE_DIRS)]
-    return next((d / CASCADE_NAME for d in directories if (d / CASCADE_NAME).is_file()), None)
-
-
-@lru_cache(maxsize=1)
-def load_cascade(path: Path) -> cv2.CascadeClassifier:
-    return cv2.CascadeClassifier(str(path))
-
-
-def detect_faces(detector: cv2.CascadeClassifier, grey: np.ndarray) -> np.ndarray:
-    """Every face in a uint8 grey frame [H, W] as (x, y, w, h) rows in its pixels, shape [K, 4] float64 (Haar; the
-    `syncnet` metric's face finder)."""
-    side = max(24, min(grey.shape) // 6)
-    found = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
-    return np.asarray(found, dtype=np.float64).reshape(-1, 4)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Follows the public syncnet_python pipeline (run_pipeline.py, SyncNetInstance.py)
    time, duplicating or dropping frames). Audio: 16 kHz mono on the int16 scale (what the reference's WAV holds).
 2. Faces on every 25 fps frame, greedily tracked (IoU > 0.5 with the track's last box, gaps ≤ 25 frames, linearly
    interpolated); a track needs more than `min_track` frames and a mean box side above `min_face_size` pixels.
-   Detector: the OpenCV Haar cascade the weight-free `sync` metric uses (`mheval.metrics.sync.detect_faces`),
+   Detector: OpenCV's Haar frontal-face cascade (`detect_faces` below),
    not S3FD, whose weights no package ships; Haar boxes are a little tighter than S3FD's, so crops are too.
 3. Crop per frame: half-size s = max(w, h) / 2 around the box centre; s, x, y median-filtered (kernel 13, scipy's
    zero-padded `medfilt` as the reference); frame padded by int(1.8 s) with value 110; rows [y − s, y + 1.8 s],
@@ -44,8 +44,30 @@ import numpy as np
 
 from mheval.media import ASR_SAMPLE_RATE, ClipMedia
 from mheval.metrics import ClipContext, Metric, NotApplicable, register
-from mheval.metrics.sync import CASCADE_NAME, DETECT_SHORT_SIDE, detect_faces, find_cascade, load_cascade
 from mheval.weights import HubFile, HubWeights, WeightsUnavailable
+
+CASCADE_NAME = "haarcascade_frontalface_default.xml"
+CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades")
+DETECT_SHORT_SIDE = 180   # Haar detection runs on frames of this short side
+
+
+def find_cascade() -> Path | None:
+    """OpenCV's frontal-face Haar cascade, from opencv-python or Debian's opencv-data."""
+    directories = [Path(getattr(getattr(cv2, "data", None), "haarcascades", "") or "."), *map(Path, CASCADE_DIRS)]
+    return next((d / CASCADE_NAME for d in directories if (d / CASCADE_NAME).is_file()), None)
+
+
+@lru_cache(maxsize=1)
+def load_cascade(path: Path) -> cv2.CascadeClassifier:
+    return cv2.CascadeClassifier(str(path))
+
+
+def detect_faces(detector: cv2.CascadeClassifier, grey: np.ndarray) -> np.ndarray:
+    """Every face in a uint8 grey frame [H, W] as (x, y, w, h) rows in its pixels, shape [K, 4] float64 (Haar)."""
+    side = max(24, min(grey.shape) // 6)
+    found = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+    return np.asarray(found, dtype=np.float64).reshape(-1, 4)
+
 
 SYNCNET_FPS = 25
 CROP_SIZE = 224
