@@ -494,7 +494,7 @@ def check_repeatability(work: Workspace, item: SuiteItem, names: list[str]) -> l
     checks = []
     for name in names:
         first = work.score(name, clip, item)
-        second = create_metric(name, **work.metric(name).options).score(ClipContext(ClipMedia(clip), item, "puppet"))
+        second = create_metric(name, **work.metric(name).given_options).score(ClipContext(ClipMedia(clip), item, "puppet"))
         checks.append(Check("repeat", f"{item.id} scored twice by {name}", "identical" if first == second
                             else "differs", "identical", first == second))
     return checks
@@ -515,7 +515,7 @@ def check_identity_swap(work: Workspace, item: SuiteItem) -> list[Check]:
     same = face_clip(work.directory / "identity.same.mp4", first, seconds=seconds)
     swapped = face_clip(work.directory / "identity.swapped.mp4", first, second, seconds, swap_at)
     kept, drift = work.outcome("identity", same, item), work.outcome("identity", swapped, item)
-    step = 1 / work.metric("identity").settings.frames_per_second + 1 / FPS
+    step = 1 / work.metric("identity").options.frames_per_second + 1 / FPS
     return [
         Check("identity drift", "carphone man for 5 s", describe(kept, "identity_worst"),
               "identity_worst > 0.5 (dlib's same-person threshold)",

@@ -80,11 +80,11 @@ def test_face_swapped_half_way_is_drift_seen_at_the_swap(metric, media):
     kept, swapped = score(metric, media["man"]), score(metric, media["swapped"])
     assert swapped["identity_worst"] < 0.5 < kept["identity_worst"]
     assert swapped["identity"] < kept["identity"]
-    step = 1 / metric.settings.frames_per_second + 1 / FPS
+    step = 1 / metric.options.frames_per_second + 1 / FPS
     assert SWAP_AT <= swapped["first_mismatch_time"] <= SWAP_AT + step
     assert swapped["worst_time"] >= SWAP_AT
     detail = metric_class("identity").read_detail(swapped["detail"])
-    assert isinstance(detail, IdentityDetail) and len(detail.anchor_times) == metric.settings.anchor_faces
+    assert isinstance(detail, IdentityDetail) and len(detail.anchor_times) == metric.options.anchor_faces
     assert all(time < SWAP_AT for time in detail.anchor_times)
     before = [value for time, value in zip(detail.times, detail.similarities) if time < SWAP_AT]
     after = [value for time, value in zip(detail.times, detail.similarities) if time >= SWAP_AT]
@@ -127,11 +127,11 @@ def test_a_tight_face_crop_as_reference_is_recognised(metric, media):
     """A reference cropped inside the face box leaves HOG no margin: it is found in the image padded by a border."""
     directory = media["directory"]
     portrait = np.asarray(Image.open(directory / "man.png").convert("RGB"))
-    box, _ = largest_face(portrait, metric.settings.analysis_short_side)
+    box, _ = largest_face(portrait, metric.options.analysis_short_side)
     inset = box.width // 8
     tight = portrait[box.top + inset:box.bottom - inset, box.left + inset:box.right - inset]
-    assert largest_face(at_least(tight, metric.settings.analysis_short_side),
-                        metric.settings.analysis_short_side)[0] is None   # without the border HOG misses it
+    assert largest_face(at_least(tight, metric.options.analysis_short_side),
+                        metric.options.analysis_short_side)[0] is None   # without the border HOG misses it
     Image.fromarray(tight).save(directory / "man-tight.png")
     assert score(metric, media["man"], directory / "man-tight.png")["identity"] > 0.5
     assert score(metric, media["cyclist"], directory / "man-tight.png")["identity"] < 0.5
@@ -157,7 +157,7 @@ def test_drift_needs_a_confident_face_to_anchor(media):
 
 
 def test_options_are_typed_and_checked():
-    assert create_metric("identity", frames_per_second="4").settings.frames_per_second == 4.0
+    assert create_metric("identity", frames_per_second="4").options.frames_per_second == 4.0
     with pytest.raises(ValueError, match="frames_per_second"):
         create_metric("identity", frames_per_second="0")
     with pytest.raises(ValueError, match="valid options"):

@@ -9,7 +9,7 @@ that ships it (see `mheval.registry`). The runner asks every metric for:
 - `fields`: the numeric outputs per clip; `headline` is the one shown in summary tables.
 - `options_class`: a frozen dataclass declaring the options (typed defaults, `metadata={"help": ...}`); the base
   class validates `--metric-option` values against it (a typo is an error naming the valid options) and keeps the
-  typed instance as `self.settings`.
+  typed instance as `self.options` (`self.given_options`: as given).
 - `config()`: options that change results (part of the cache key); `weights()`: weight files with their sha256.
 - `hub_weights`: the pinned Hugging Face hub weights a learned metric fetches on first use when no local path is
   given (`mheval.weights`; listed by `mheval weights`); `hub_folder()` finds or fetches them.
@@ -115,14 +115,14 @@ class Metric:
     hub_weights: ClassVar[HubWeights | None] = None
 
     def __init__(self, **options: Any):
-        self.options = options
-        self.settings = parse_options(self.options_class, options, owner=f"metric {self.name}")
+        self.given_options = dict(options)   # as given (CLI strings): what re-creates this metric elsewhere
+        self.options = parse_options(self.options_class, options, owner=f"metric {self.name}")
         self._weights: list[WeightFile] | None = None
         self._hub_folder: Path | None = None
         self._hub_failure: tuple[float, WeightsUnavailable] | None = None
 
     def config(self) -> dict[str, Any]:
-        return dict(self.options)
+        return dataclasses.asdict(self.options)
 
     def config_hash(self) -> str:
         return config_hash(self.config())

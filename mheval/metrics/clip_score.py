@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -167,17 +167,14 @@ class ClipMetric(Metric):
     hub_weights = CLIP_WEIGHTS
     hub_model = ("ViT-B-32", "laion2b_s34b_b79k")   # the open_clip model and tag that `hub_weights` are
 
-    def config(self) -> dict[str, Any]:
-        return asdict(self.settings)
-
     def uses_hub(self) -> bool:
-        return (self.settings.model, self.settings.pretrained) == self.hub_model
+        return (self.options.model, self.options.pretrained) == self.hub_model
 
     def hub_checkpoint(self) -> Path:
         return self.hub_folder() / self.hub_weights.files[0].path
 
     def checkpoint(self) -> Path | None:
-        s = self.settings
+        s = self.options
         if is_path(s.pretrained):
             path = Path(s.pretrained).expanduser()
             return path if path.is_file() else None
@@ -191,7 +188,7 @@ class ClipMetric(Metric):
     def unavailable(self) -> str | None:
         import open_clip
 
-        s = self.settings
+        s = self.options
         if s.model not in open_clip.list_models():
             return f"open_clip has no model {s.model!r}; see open_clip.list_models()"
         if is_path(s.pretrained):
@@ -226,12 +223,12 @@ class ClipMetric(Metric):
         checkpoint = self.checkpoint()
         if checkpoint is None:
             raise RuntimeError(self.unavailable())
-        return load_backbone(self.settings.model, checkpoint.resolve())
+        return load_backbone(self.options.model, checkpoint.resolve())
 
     def frame_features(self, clip: ClipContext) -> np.ndarray:
         """Embeddings of frames sampled every 1 / `frames_per_second` seconds, decoded straight to a 224-pixel short
         side (the CLIP models' input size; their preprocessing then only centre-crops)."""
-        every = 1 / self.settings.frames_per_second
+        every = 1 / self.options.frames_per_second
         stat = clip.media.path.stat()
         key = (str(clip.media.path.resolve()), stat.st_mtime_ns, stat.st_size, every)
         frames = [frame.image for frame in clip.media.frames(short_side=CLIP_SHORT_SIDE, every_seconds=every)]

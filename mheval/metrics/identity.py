@@ -33,7 +33,7 @@ larger counts as drift.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +150,6 @@ class Identity(Metric):
                    "same-person threshold")
     options_class = IdentityOptions
 
-    def config(self) -> dict[str, Any]:
-        return asdict(self.settings)
-
     def weight_paths(self) -> list[Path]:
         if self.unavailable():
             return []
@@ -172,7 +169,7 @@ class Identity(Metric):
         """The largest face of each sampled frame, and how many frames were sampled. The doubled search (4× the
         detection cost) runs on the first `DOUBLED_SEARCH_FRAMES` sampled frames and, once it has found a face, on
         every frame: a clip with no face at all (noise, a landscape) then costs little more than its decoding."""
-        settings = self.settings
+        settings = self.options
         found, sampled, small_faces = [], 0, False
         for frame in clip.media.frames(every_seconds=1 / settings.frames_per_second):
             sampled += 1
@@ -185,7 +182,7 @@ class Identity(Metric):
         return found, sampled
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
-        settings = self.settings
+        settings = self.options
         clip.media.require(video=True)
         reference_path = clip.item.reference_image
         reference = reference_descriptor(Path(reference_path), settings) if reference_path else None

@@ -64,7 +64,7 @@ priming samples (an impulse written at t is heard at t, to the sample, with and 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -219,17 +219,14 @@ class AudioVideoSync(Metric):
                    "median over confident clips, offset_ms > 0 = audio lags video")
     options_class = SyncConfig
 
-    def config(self) -> dict[str, Any]:
-        return asdict(self.settings)
-
     def weight_paths(self) -> list[Path]:
-        return [faces.model_file(LANDMARK_MODELS[self.settings.landmarks])] if self.unavailable() is None else []
+        return [faces.model_file(LANDMARK_MODELS[self.options.landmarks])] if self.unavailable() is None else []
 
     def unavailable(self) -> str | None:
-        return faces.dlib_missing(LANDMARK_MODELS[self.settings.landmarks])
+        return faces.dlib_missing(LANDMARK_MODELS[self.options.landmarks])
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
-        cfg = self.settings
+        cfg = self.options
         signals = sync_signals(clip.media, cfg)
         if signals.speech_seconds < cfg.min_speech_seconds:
             raise NotApplicable(f"no speech ({signals.speech_seconds:.2f} s of voice activity)")

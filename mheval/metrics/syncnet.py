@@ -341,7 +341,7 @@ class SyncNetLse(Metric):
     hub_weights = SYNCNET_WEIGHTS
 
     def config(self) -> dict[str, Any]:
-        settings = asdict(self.settings)
+        settings = asdict(self.options)
         settings.pop("checkpoint")   # its sha256 is in weights(); the path itself does not change the numbers
         settings.pop("device")
         settings.pop("batch_size")
@@ -354,22 +354,22 @@ class SyncNetLse(Metric):
             return f"python_speech_features is not installed (SyncNet's MFCC): pip install 'mheval[{EXTRA}]'"
         if find_cascade() is None:
             return f"{CASCADE_NAME} not found; install Debian's opencv-data (apt-get install opencv-data)"
-        if not self.settings.checkpoint:
+        if not self.options.checkpoint:
             try:
                 self.hub_folder()
             except WeightsUnavailable as error:
                 return (f"SyncNet weights: {error}; or pass --metric-option syncnet.checkpoint=/path/to/"
                         f"syncnet_v2.model (the weights syncnet_python's download_model.sh fetches)")
             return None
-        if not Path(self.settings.checkpoint).expanduser().is_file():
-            return (f"SyncNet checkpoint {self.settings.checkpoint} does not exist; pass an existing file with "
+        if not Path(self.options.checkpoint).expanduser().is_file():
+            return (f"SyncNet checkpoint {self.options.checkpoint} does not exist; pass an existing file with "
                     f"--metric-option syncnet.checkpoint=PATH")
         return None
 
     def checkpoint_path(self) -> Path | None:
         """The explicit checkpoint, else the pinned hub copy (found or fetched); None when neither is there."""
-        if self.settings.checkpoint:
-            path = Path(self.settings.checkpoint).expanduser()
+        if self.options.checkpoint:
+            path = Path(self.options.checkpoint).expanduser()
             return path if path.is_file() else None
         try:
             return self.hub_folder() / self.hub_weights.files[0].path
@@ -381,7 +381,7 @@ class SyncNetLse(Metric):
         return [path] if path else []
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
-        media, cfg = clip.media, self.settings
+        media, cfg = clip.media, self.options
         media.require(video=True, audio=True)
         times, detections = face_detections(media, load_cascade(find_cascade()))
         source = resample_times(times, 1 / media.fps)

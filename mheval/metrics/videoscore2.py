@@ -258,12 +258,12 @@ class VideoScore2(Metric):
     @property
     def model_dir(self) -> Path:
         """The explicit `model_dir`, else the hub snapshot (found or fetched; raises `WeightsUnavailable`)."""
-        if self.settings.model_dir:
-            return Path(self.settings.model_dir).expanduser()
+        if self.options.model_dir:
+            return Path(self.options.model_dir).expanduser()
         return self.hub_folder()
 
     def config(self) -> dict[str, Any]:
-        settings = asdict(self.settings)
+        settings = asdict(self.options)
         for local in ("model_dir", "device"):   # where the weights are, not what they are: weights() pins them
             settings.pop(local)
         return {**settings, "decoding": "greedy", "weights_sha256": [w.sha256 for w in self.weights()]}
@@ -292,7 +292,7 @@ class VideoScore2(Metric):
         return self._weight_files() if ready else []
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
-        cfg = self.settings
+        cfg = self.options
         judge = load_judge(self.model_dir.resolve(), cfg.device, cfg.dtype)
         frames = judge_frames(sampled_frames(clip.media, cfg.fps))
         prompt = clip.item.visual_prompt if cfg.prompt_part == "visual" else clip.item.prompt

@@ -27,7 +27,7 @@ model pays for its resolution as a viewer at that size would see it. Mean and wo
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +70,8 @@ class Brisque(Metric):
                    "worst sampled frame")
     options_class = BrisqueConfig
 
-    def config(self) -> dict[str, Any]:
-        return asdict(self.settings)
-
     def weight_paths(self) -> list[Path]:
-        directory = brisque_directory(self.settings.model_dir)
+        directory = brisque_directory(self.options.model_dir)
         return [directory / name for name in BRISQUE_FILES] if directory else []
 
     def unavailable(self) -> str | None:
@@ -87,7 +84,7 @@ class Brisque(Metric):
 
     def score(self, clip: ClipContext) -> dict[str, Any]:
         model, ranges = map(str, self.weight_paths())
-        settings = self.settings
+        settings = self.options
         sampled = clip.media.frames(short_side=settings.analysis_short_side, every_seconds=1 / settings.frames_per_second)
         scored = [(frame.index, cv2.quality.QualityBRISQUE_compute(cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR),
                                                                    model, ranges)[0]) for frame in sampled]
@@ -115,11 +112,8 @@ class TechnicalQuality(Metric):
                    "(Laplacian variance, a diagnostic); on grey frames at a 256-pixel short side")
     options_class = TechnicalConfig
 
-    def config(self) -> dict[str, Any]:
-        return asdict(self.settings)
-
     def score(self, clip: ClipContext) -> dict[str, Any]:
-        settings = self.settings
+        settings = self.options
         sharpness, dark, bright, changes, frozen = [], [], [], [], []
         previous = None
         for frame in clip.media.frames(short_side=ANALYSIS_SHORT_SIDE, grey=True):

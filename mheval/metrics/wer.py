@@ -95,7 +95,7 @@ class WordErrorRate(Metric):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        self.asr_settings = self.settings.asr_settings()  # refuses inert or unknown combinations now, not per clip
+        self.asr_settings = self.options.asr_settings()  # refuses inert or unknown combinations now, not per clip
         self._asr = None
 
     @property
@@ -108,7 +108,7 @@ class WordErrorRate(Metric):
         """The cache key: every option with its default resolved (compute type, batch size), the weights' sha256,
         the full decoding policy and the normaliser; a change of any rescores."""
         s = self.asr_settings
-        return {**asdict(self.settings), "compute_type": s.compute_type, "batch_size": s.batch_size,
+        return {**asdict(self.options), "compute_type": s.compute_type, "batch_size": s.batch_size,
                 "asr_sha256": asr_identity(s)["sha256"], "decoding": asdict(s.decoding),
                 "normalizer": NORMALIZER_VERSION}
 
