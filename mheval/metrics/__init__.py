@@ -54,7 +54,8 @@ from mheval.suites import SuiteItem
 PAPER_COLUMNS = ("visual quality", "text alignment", "physical consistency", "WER", "sync", "speed")
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
-                  "mheval.metrics.speed", "mheval.metrics.syncnet", "mheval.metrics.videoscore2")
+                  "mheval.metrics.speed", "mheval.metrics.syncnet", "mheval.metrics.videoscore2",
+                  "mheval.metrics.speech_quality", "mheval.metrics.speaker_similarity")
 
 
 @dataclass(frozen=True)
