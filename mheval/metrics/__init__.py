@@ -60,7 +60,7 @@ PAPER_COLUMNS = ("visual quality", "text alignment", "physical consistency", "WE
 
 METRIC_MODULES = ("mheval.metrics.wer", "mheval.metrics.sync", "mheval.metrics.visual", "mheval.metrics.clip_score",
                   "mheval.metrics.speed", "mheval.metrics.syncnet", "mheval.metrics.videoscore2",
-                  "mheval.metrics.identity")
+                  "mheval.metrics.identity", "mheval.metrics.speech_quality", "mheval.metrics.speaker_similarity")
 
 
 @dataclass(frozen=True)
