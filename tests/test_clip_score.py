@@ -4,19 +4,17 @@ No CLIP weights can be had offline, so these tests check plumbing and invariants
 chunking, determinism, sensitivity to the prompt, the unavailable path), never whether the scores mean anything.
 """
 import dataclasses
-import json
 import socket
 
 import numpy as np
-import open_clip
 import pytest
-import torch
 
 from mheval.media import ClipMedia
 from mheval.metrics import ClipContext, create_metric
 from mheval.metrics.clip_score import cached_checkpoint, load_backbone
 from mheval.suites import load_suite
 from mheval.validate import ValidateConfig, Workspace
+from tiny_clip import save_tiny_clip
 
 TINY = "mheval-tiny-random-clip"
 ITEMS = load_suite("smoke").items
@@ -25,15 +23,7 @@ ITEMS = load_suite("smoke").items
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("clip")
-    config = {"embed_dim": 32,
-              "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-    (directory / f"{TINY}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(directory)
-    torch.manual_seed(0)
-    path = directory / "random_tiny_clip.pt"
-    torch.save(open_clip.create_model(TINY).state_dict(), path)
-    return path
+    return save_tiny_clip(TINY, directory, directory / "random_tiny_clip.pt")
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,14 @@ declaration's pin is the real file's sha256, which a made-up file cannot have): 
 refusal and the offline paths, never what the scores mean.
 """
 import hashlib
-import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import open_clip
 import pytest
-import torch
 
 from hub_server import FakeHub, HubRepo, closed_port_endpoint
+from tiny_clip import save_tiny_clip
 from mheval.media import ClipMedia
 from mheval.metrics import ClipContext, create_metric
 from mheval.metrics.clip_score import ClipMetric
@@ -36,15 +34,7 @@ ITEMS = load_suite("smoke").items
 def tiny_clip(tmp_path_factory) -> bytes:
     """Bytes of a randomly initialised tiny open_clip checkpoint (its config registered with open_clip)."""
     directory = tmp_path_factory.mktemp("clip-config")
-    config = {"embed_dim": 32,
-              "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-    (directory / f"{TINY}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(directory)
-    torch.manual_seed(0)
-    buffer = io.BytesIO()
-    torch.save(open_clip.create_model(TINY).state_dict(), buffer)
-    return buffer.getvalue()
+    return save_tiny_clip(TINY, directory, directory / "tiny.pt").read_bytes()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ that (the reason names the file). Summaries mix both cases when a suite does; `a
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,16 @@ class SpeakerSimilarityDetail:
     reference_segments: list[list[float]] = field(default_factory=list)
 
 
+def resemblyzer():
+    """The resemblyzer package, imported without the warnings its dependencies print at every start (webrtcvad on
+    the pkg_resources API, its own import of a deprecated scipy namespace): the user can do nothing about either."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Please import `binary_dilation`", category=DeprecationWarning)
+        import resemblyzer as package
+    return package
+
+
 @register
 class SpeakerSimilarity(Metric):
     name = "speaker_similarity"
@@ -88,16 +99,12 @@ class SpeakerSimilarity(Metric):
     @property
     def encoder(self):
         if self._encoder is None:
-            from resemblyzer import VoiceEncoder
-
-            self._encoder = VoiceEncoder("cpu", verbose=False, weights_fpath=encoder_weights())
+            self._encoder = resemblyzer().VoiceEncoder("cpu", verbose=False, weights_fpath=encoder_weights())
         return self._encoder
 
     def embedding(self, speech: np.ndarray, what: str) -> np.ndarray:
         """The unit-length speaker embedding of 16 kHz speech; `what` names it if Resemblyzer finds no voice."""
-        from resemblyzer import preprocess_wav
-
-        prepared = preprocess_wav(speech)
+        prepared = resemblyzer().preprocess_wav(speech)
         if prepared.size == 0:
             raise NotApplicable(f"{what}: Resemblyzer's voice detector (webrtcvad) found no voice in the speech")
         return self.encoder.embed_utterance(prepared)

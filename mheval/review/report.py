@@ -391,8 +391,9 @@ def print_report(report: StudyReport, console=None) -> None:
         ratings = report.davidson[report.davidson.criterion == criterion]
         console.print("Davidson BT [95% CI, clustered]: " + ", ".join(
             f"{m} {t}" for m, t in ratings_table(ratings).itertuples(index=False)), highlight=False)
-    marked = rater_table(report.raters) if not report.raters.empty else report.raters
-    for row in marked[marked.status != "ok"].to_dict("records") if not marked.empty else []:
+    raters = report.raters
+    flagged = rater_table(raters[raters.revoked | (raters.fails != "")]) if not raters.empty else raters
+    for row in flagged.to_dict("records"):
         console.print(f"rater {row['rater']}: {row['status']} (catch pass {row['catch pass']}, self-consistency "
                       f"{row['self-consistency']})", style="red", highlight=False, markup=False)
     if not report.metric_agreement.empty:
