@@ -241,10 +241,15 @@ def prompts_for_power(delta: float, standard_error: float, n: int, power: float 
         return float("inf") if delta == 0 else float(n)
     effect = abs(delta) / spread
 
-    def enough(prompts: int) -> bool:   # the power is monotone in the number of prompts: search it
-        return TTestPower().power(effect_size=effect, nobs=prompts, alpha=alpha, alternative="two-sided") >= power
+    from scipy.stats import nct, norm, t
 
-    from scipy.stats import norm
+    def enough(prompts: int) -> bool:   # the power is monotone in the number of prompts: search it
+        achieved = TTestPower().power(effect_size=effect, nobs=prompts, alpha=alpha, alternative="two-sided")
+        if np.isnan(achieved):
+            # statsmodels adds the far tail, which scipy's noncentral t returns as NaN when it underflows (large
+            # effects, few prompts): that tail is 0 there, so the power is the near tail's
+            achieved = nct.sf(t.isf(alpha / 2, prompts - 1), prompts - 1, effect * np.sqrt(prompts))
+        return achieved >= power
 
     # start from the normal approximation, then step to the smallest n the t-test's power admits
     high = max(2, int(np.ceil(((norm.ppf(1 - alpha / 2) + norm.ppf(power)) / effect) ** 2)))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mheval.stats import bootstrap, paired_bootstrap
+from mheval.stats import bootstrap, paired_bootstrap, prompts_for_power
 
 
 def test_mean_and_interval_cover_the_value():
@@ -76,3 +76,26 @@ def test_a_stratum_with_one_prompt_is_flagged_and_its_zero_width_interval_never_
     enough = bootstrap(wide, np.random.default_rng(4).uniform(0, 1, len(wide)), strata=[g[:2] for g in wide])
     assert not enough.too_few and enough.high - enough.low > 0.05
     assert bootstrap(list("abcd"), [0.1, 0.2, 0.3, 0.4]).too_few and not bootstrap(list("abcde"), [0.1] * 5).too_few
+
+
+@pytest.mark.parametrize("effect", [0.2, 0.5, 1.0])
+def test_prompts_for_power_is_the_smallest_n_the_paired_t_test_needs(effect):
+    from statsmodels.stats.power import TTestPower
+
+    n = 40   # the spread of one prompt's difference is standard_error * sqrt(n) = 1, so the effect is delta
+    needed = int(prompts_for_power(effect, 1 / np.sqrt(n), n))
+    power = TTestPower().power
+    assert power(effect_size=effect, nobs=needed, alpha=0.05, alternative="two-sided") >= 0.8
+    assert power(effect_size=effect, nobs=needed - 1, alpha=0.05, alternative="two-sided") < 0.8
+
+
+@pytest.mark.parametrize("effect", [5.0, 10.0, 30.0])
+def test_prompts_for_power_of_a_large_difference_is_a_few_prompts_not_an_error(effect):
+    # statsmodels' power is NaN for these effects at 3+ prompts (the noncentral t's far tail underflows)
+    needed = prompts_for_power(effect, 0.1, 100)
+    assert needed in (2.0, 3.0)
+
+
+def test_prompts_for_power_of_no_difference_is_infinite_and_of_an_unknown_spread_nan():
+    assert prompts_for_power(0.0, 0.1, 20) == float("inf")
+    assert np.isnan(prompts_for_power(0.5, float("nan"), 20))
