@@ -237,7 +237,7 @@ def prompts_for_power(delta: float, standard_error: float, n: int, power: float 
     spread = standard_error * np.sqrt(n)
     if not np.isfinite(spread) or not np.isfinite(delta) or n < 2:
         return float("nan")
-    if delta == 0 or spread == 0:
+    if delta == 0 or spread <= 1e-9 * abs(delta):   # a spread at rounding level is none: every prompt agrees
         return float("inf") if delta == 0 else float(n)
     effect = abs(delta) / spread
 
@@ -261,6 +261,8 @@ def prompts_for_power(delta: float, standard_error: float, n: int, power: float 
             high, low = low, min(low - 1, int(low * 0.9))
     else:
         while not enough(high):
+            if high > 10 ** 7:
+                return float("inf")
             low, high = high, int(high * 1.1) + 1
     while high - low > 1:
         middle = (low + high) // 2

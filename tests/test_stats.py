@@ -99,3 +99,8 @@ def test_prompts_for_power_of_a_large_difference_is_a_few_prompts_not_an_error(e
 def test_prompts_for_power_of_no_difference_is_infinite_and_of_an_unknown_spread_nan():
     assert prompts_for_power(0.0, 0.1, 20) == float("inf")
     assert np.isnan(prompts_for_power(0.5, float("nan"), 20))
+
+
+def test_prompts_for_power_of_a_difference_every_prompt_shares_is_the_prompts_at_hand():
+    # the bootstrap's standard error of identical per-prompt differences is rounding noise, not a spread
+    assert prompts_for_power(-1.95, 6.7e-16, 7) == 7.0
